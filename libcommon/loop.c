@@ -1,0 +1,135 @@
+/*
+ * loop: event_base ownership, signals and timers.
+ */
+#include "loop.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include "err.h"
+
+#define AF_LOOP_MAX_SIGNALS 8
+
+struct af_loop_s {
+        struct event_base *base;
+        struct {
+                struct event *ev;
+                af_signal_cb_t *cb;
+                void *opaque;
+                int signo;
+        } sig[AF_LOOP_MAX_SIGNALS];
+        int sig_cnt;
+};
+
+struct af_timer_s {
+        struct event *ev;
+        af_timer_cb_t *cb;
+        void *opaque;
+};
+
+af_loop_t *af_loop_new(char *errstr, size_t errstr_size) {
+        af_loop_t *loop = calloc(1, sizeof(*loop));
+        if (!loop) {
+                af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        loop->base = event_base_new();
+        if (!loop->base) {
+                af_errstr(AF_ERR_INTERNAL, errstr, errstr_size, "event_base_new failed");
+                free(loop);
+                return NULL;
+        }
+        /* A peer closing a socket must be an error on that socket, not a process kill. */
+        signal(SIGPIPE, SIG_IGN);
+        return loop;
+}
+
+void af_loop_destroy(af_loop_t *loop) {
+        if (!loop)
+                return;
+        for (int i = 0; i < loop->sig_cnt; i++)
+                event_free(loop->sig[i].ev);
+        event_base_free(loop->base);
+        free(loop);
+}
+
+struct event_base *af_loop_base(af_loop_t *loop) {
+        return loop->base;
+}
+
+int af_loop_run(af_loop_t *loop) {
+        return event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY) < 0 ? -1 : 0;
+}
+
+void af_loop_stop(af_loop_t *loop) {
+        event_base_loopbreak(loop->base);
+}
+
+static void loop_signal_cb(evutil_socket_t fd, short what, void *arg) {
+        af_loop_t *loop = arg;
+        for (int i = 0; i < loop->sig_cnt; i++)
+                if (loop->sig[i].signo == (int)fd)
+                        loop->sig[i].cb(loop, (int)fd, loop->sig[i].opaque);
+}
+
+int af_loop_on_signal(af_loop_t *loop, int signo, af_signal_cb_t *cb, void *opaque) {
+        if (loop->sig_cnt == AF_LOOP_MAX_SIGNALS)
+                return -1;
+        struct event *ev = evsignal_new(loop->base, signo, loop_signal_cb, loop);
+        if (!ev || evsignal_add(ev, NULL) < 0) {
+                if (ev)
+                        event_free(ev);
+                return -1;
+        }
+        loop->sig[loop->sig_cnt].ev = ev;
+        loop->sig[loop->sig_cnt].cb = cb;
+        loop->sig[loop->sig_cnt].opaque = opaque;
+        loop->sig[loop->sig_cnt].signo = signo;
+        loop->sig_cnt++;
+        return 0;
+}
+
+static void timer_fire(evutil_socket_t fd, short what, void *arg) {
+        af_timer_t *t = arg;
+        t->cb(t->opaque);
+}
+
+af_timer_t *af_timer_new(af_loop_t *loop, af_timer_cb_t *cb, void *opaque) {
+        af_timer_t *t = calloc(1, sizeof(*t));
+        if (!t)
+                return NULL;
+        t->cb = cb;
+        t->opaque = opaque;
+        t->ev = event_new(loop->base, -1, 0, timer_fire, t);
+        if (!t->ev) {
+                free(t);
+                return NULL;
+        }
+        return t;
+}
+
+void af_timer_start(af_timer_t *t, int64_t ms, bool repeat) {
+        struct event_base *base = event_get_base(t->ev);
+        event_del(t->ev);
+        event_assign(t->ev, base, -1, repeat ? EV_PERSIST : 0, timer_fire, t);
+        if (ms < 0)
+                ms = 0;
+        struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+        event_add(t->ev, &tv);
+}
+
+void af_timer_stop(af_timer_t *t) {
+        event_del(t->ev);
+}
+
+bool af_timer_pending(const af_timer_t *t) {
+        return event_pending(t->ev, EV_TIMEOUT, NULL) != 0;
+}
+
+void af_timer_destroy(af_timer_t *t) {
+        if (!t)
+                return;
+        event_free(t->ev);
+        free(t);
+}
