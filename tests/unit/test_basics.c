@@ -1,0 +1,142 @@
+/*
+ * Unit tests of libcommon's small building blocks: err, buf, ids, backoff, crypto, clock.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backoff.h"
+#include "buf.h"
+#include "clock.h"
+#include "crypto.h"
+#include "err.h"
+#include "ids.h"
+
+static void test_err_strings_cover_every_code(void **state) {
+        for (int e = 0; e < AF_ERR__CNT; e++) {
+                assert_non_null(af_err2str((af_err_t)e));
+                assert_string_not_equal(af_err2code((af_err_t)e), "unknown");
+        }
+        assert_string_equal(af_err2code((af_err_t)999), "unknown");
+        assert_true(af_err_is_retriable_default(AF_ERR_TIMEOUT));
+        assert_false(af_err_is_retriable_default(AF_ERR_INVALID));
+}
+
+static void test_error_carries_retriable_flag(void **state) {
+        af_error_t e;
+        af_error_set(&e, AF_ERR_TRANSPORT, "connect to %s failed", "crm");
+        assert_true(af_error_is_retriable(&e));
+        assert_string_equal(e.msg, "connect to crm failed");
+        af_error_set_retriable(&e, AF_ERR_UPSTREAM, true, "http 503");
+        assert_true(af_error_is_retriable(&e));
+        af_error_clear(&e);
+        assert_false(af_error_is_retriable(&e));
+}
+
+static void test_buf_grows_and_respects_cap(void **state) {
+        af_buf_t b;
+        af_buf_init(&b, 10);
+        assert_int_equal(af_buf_puts(&b, "hello"), AF_OK);
+        assert_int_equal(af_buf_printf(&b, "%d", 1234), AF_OK);
+        assert_string_equal(af_buf_str(&b), "hello1234");
+        assert_int_equal(af_buf_puts(&b, "xy"), AF_ERR_TOO_LARGE);
+        /* a failed append frees the buffer: no half message remains */
+        assert_int_equal(b.len, 0);
+        assert_string_equal(af_buf_str(&b), "");
+        af_buf_free(&b);
+}
+
+static void test_buf_printf_long_and_steal(void **state) {
+        af_buf_t b;
+        af_buf_init(&b, 1 << 20);
+        char big[1000];
+        memset(big, 'a', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        assert_int_equal(af_buf_printf(&b, "<%s>", big), AF_OK);
+        assert_int_equal(b.len, 1001);
+        size_t len;
+        char *p = af_buf_steal(&b, &len);
+        assert_int_equal(len, 1001);
+        assert_int_equal(p[0], '<');
+        free(p);
+        assert_null(b.data);
+}
+
+static void test_ulid_shape_and_monotonic(void **state) {
+        char a[AF_ULID_LEN + 1], b[AF_ULID_LEN + 1];
+        af_ulid_new_at(a, 1700000000000);
+        for (int i = 0; i < 1000; i++) {
+                af_ulid_new_at(b, 1700000000000);   /* same millisecond */
+                assert_true(af_ulid_valid(b));
+                assert_true(strcmp(a, b) < 0);
+                memcpy(a, b, sizeof(a));
+        }
+        assert_int_equal(af_ulid_time_ms(b), 1700000000000);
+        assert_false(af_ulid_valid("not-a-ulid"));
+        assert_false(af_ulid_valid("8ZZZZZZZZZZZZZZZZZZZZZZZZZ"));   /* time overflow */
+        assert_false(af_ulid_valid("01ARZ3NDEKTSV4RRFFQ69G5FAU"));   /* U not in alphabet */
+}
+
+static void test_ulid_clock_step_back_keeps_order(void **state) {
+        char a[AF_ULID_LEN + 1], b[AF_ULID_LEN + 1];
+        af_ulid_new_at(a, 1800000000000);
+        af_ulid_new_at(b, 1799999999000);   /* wall clock stepped back */
+        assert_true(strcmp(a, b) < 0);
+}
+
+static void test_backoff_bounds_and_overflow(void **state) {
+        for (uint32_t attempt = 1; attempt < 100; attempt++) {
+                int64_t lo = af_backoff_delay_ms_r(attempt, 100, 60000, 0);
+                int64_t hi = af_backoff_delay_ms_r(attempt, 100, 60000, UINT64_MAX);
+                assert_true(lo >= 50 && lo <= 60000);
+                assert_true(hi >= lo && hi <= 60000);
+        }
+        assert_int_equal(af_backoff_delay_ms_r(1, 100, 60000, 0), 50);
+        assert_int_equal(af_backoff_delay_ms_r(UINT32_MAX, 100, 60000, 0), 30000);
+        assert_true(af_backoff_delay_ms_r(UINT32_MAX, 100, 60000, UINT64_MAX) <= 60000);
+        int64_t d = af_backoff_delay_ms(5, 10, 1000);
+        assert_true(d >= 80 && d <= 160);
+}
+
+static void test_sha256_and_hmac_vectors(void **state) {
+        char hex[AF_SHA256_HEX_LEN + 1];
+        af_sha256_hex("abc", 3, hex);
+        assert_string_equal(hex,
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        /* RFC 4231 test case 2 */
+        af_hmac_sha256_hex("Jefe", 4, "what do ya want for nothing?", 28, hex);
+        assert_string_equal(hex,
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        uint8_t raw[32];
+        assert_true(af_hex_decode(hex, raw, 32));
+        assert_false(af_hex_decode("zz", raw, 1));
+        assert_false(af_hex_decode("abcd", raw, 1));   /* trailing bytes */
+        assert_true(af_const_eq("abc", "abc", 3));
+        assert_false(af_const_eq("abc", "abd", 3));
+}
+
+static void test_clock_monotonic(void **state) {
+        int64_t a = af_clock_mono_us(), b = af_clock_mono_us();
+        assert_true(b >= a);
+        assert_true(af_clock_wall_ms() > 1700000000000LL);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_err_strings_cover_every_code),
+                cmocka_unit_test(test_error_carries_retriable_flag),
+                cmocka_unit_test(test_buf_grows_and_respects_cap),
+                cmocka_unit_test(test_buf_printf_long_and_steal),
+                cmocka_unit_test(test_ulid_shape_and_monotonic),
+                cmocka_unit_test(test_ulid_clock_step_back_keeps_order),
+                cmocka_unit_test(test_backoff_bounds_and_overflow),
+                cmocka_unit_test(test_sha256_and_hmac_vectors),
+                cmocka_unit_test(test_clock_monotonic),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
