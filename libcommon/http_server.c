@@ -1,0 +1,551 @@
+/*
+ * http_server: the coordinator's API (and the simagent's and workers' metrics endpoints) on
+ * libevent's evhttp, on the process's loop.
+ *
+ * One generic evhttp callback does everything evhttp does not: routing by method + pattern
+ * (http_route.c), percent-decoding, query parsing, bearer authentication, and JSON errors
+ * {"code","message"} for 400/401/404/405/413. A handler answers at once or keeps the request
+ * and answers later (after a Kafka delivery report); if the client goes away first, the
+ * request's on_close hook runs and the request is freed, or, without a hook, it is kept until
+ * the handler answers, and that answer is dropped.
+ *
+ * Body cap: evhttp answers an oversize body itself with an HTML page. To give every client a
+ * JSON 413, evhttp's own limit is set above max_body_bytes (server_hard_body(): the larger
+ * of 4 x the cap and the cap + 1 MiB) and the callback enforces max_body_bytes; only a body
+ * past evhttp's hard limit still gets evhttp's own (non-JSON) 413 and the connection closed,
+ * which bounds memory per connection.
+ *
+ * Client gone: libevent 2.1 stops reading a connection while its request waits for an answer,
+ * so evhttp alone never notices a client that hangs up; an EV_CLOSED watch on the socket
+ * (epoll reports it) does, while the answer is deferred.
+ *
+ * Everything here runs on the loop thread; evhttp allocates per request, we add one small
+ * af_http_req_t and serve the body from evhttp's own input buffer (no copy).
+ */
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <sys/queue.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "http_route.h"
+#include "log.h"
+
+#define AF_HTTP_SERVER_DEFAULT_MAX_BODY    (1024 * 1024)
+#define AF_HTTP_SERVER_DEFAULT_MAX_HEADERS (64 * 1024)
+#define AF_HTTP_SERVER_DEFAULT_TIMEOUT_MS  30000
+
+/* evhttp's hard body limit for a JSON cap c: max(4c, c + 1 MiB), saturating. */
+static size_t server_hard_body(size_t cap) {
+        size_t a = cap > SIZE_MAX / 4 ? SIZE_MAX : cap * 4;
+        size_t b = cap > SIZE_MAX - (1u << 20) ? SIZE_MAX : cap + (1u << 20);
+        return a > b ? a : b;
+}
+
+typedef struct af_http_route_entry_s {
+        char *method;
+        char *pattern;
+        bool auth_required;
+        af_http_handler_t *handler;
+        void *opaque;
+} af_http_route_entry_t;
+
+struct af_http_server_s {
+        af_loop_t *loop;
+        struct evhttp *http;
+        struct evhttp_bound_socket *sock;
+        af_http_server_opts_t opts;
+        af_http_req_t *dispatching; /* the request inside its handler, until answered */
+        af_http_route_entry_t *routes;
+        size_t route_cnt;
+        af_http_auth_cb_t *auth_cb;
+        void *auth_opaque;
+};
+
+struct af_http_req_s {
+        af_http_server_t *srv;
+        struct evhttp_request *evreq; /* NULL once the client went away */
+        char *path;                   /* decoded */
+        struct evkeyvalq query;
+        af_http_params_t params;
+        const char *body; /* points into evhttp's input buffer */
+        size_t body_len;
+        char peer[64];
+        void *user;
+        void (*user_free)(void *);
+        void (*on_close)(af_http_req_t *req, void *opaque);
+        void *on_close_opaque;
+        bool closed;            /* client gone: the answer is dropped */
+        struct event *close_ev; /* EV_CLOSED watch while an answer is deferred */
+};
+
+/* ---- request life-cycle ------------------------------------------------------------------- */
+
+static void req_free(af_http_req_t *req) {
+        if (!req)
+                return;
+        if (req->close_ev)
+                event_free(req->close_ev);
+        if (!req->closed && req->srv->dispatching == req)
+                req->srv->dispatching = NULL;
+        if (req->user_free)
+                req->user_free(req->user);
+        af_http_params_clear(&req->params);
+        evhttp_clear_headers(&req->query);
+        free(req->path);
+        free(req);
+}
+
+/* evhttp connection close callback, set while a request waits for its answer. */
+static void req_conn_close_cb(struct evhttp_connection *evcon, void *arg) {
+        af_http_req_t *req = arg;
+        struct evhttp_request *evreq = req->evreq;
+
+        req->evreq = NULL;
+        req->closed = true;
+        if (req->close_ev) {
+                event_free(req->close_ev);
+                req->close_ev = NULL;
+        }
+        /* When the peer closed (EOF, timeout) evhttp has already detached the unanswered
+         * request from the connection and leaves it to us; when the server itself is being
+         * freed, the request is still attached and evhttp frees it right after this. */
+        if (evreq && !evhttp_request_get_connection(evreq))
+                evhttp_request_free(evreq);
+        if (req->on_close) {
+                req->on_close(req, req->on_close_opaque);
+                req_free(req);
+        }
+        /* else: kept until the handler answers (the answer is then dropped). */
+}
+
+/* The peer hung up while its answer is deferred. libevent 2.1 stops reading a connection
+ * while a request waits for its answer (and reading then would abort on pipelined bytes), so
+ * evhttp alone never notices; this EV_CLOSED watch does, and frees the connection, which runs
+ * req_conn_close_cb. */
+static void req_close_event_cb(evutil_socket_t fd, short what, void *arg) {
+        af_http_req_t *req = arg;
+        struct evhttp_connection *evcon =
+                req->evreq ? evhttp_request_get_connection(req->evreq) : NULL;
+        if (evcon)
+                evhttp_connection_free(evcon);
+}
+
+/* Watch for the peer going away while req waits (only where the backend reports early
+ * close, as epoll does; elsewhere a vanished client is noticed when the answer is sent). */
+static void req_watch_close(af_http_req_t *req) {
+        struct event_base *base = af_loop_base(req->srv->loop);
+        struct evhttp_connection *evcon = evhttp_request_get_connection(req->evreq);
+        struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+        if (!bev || !(event_base_get_features(base) & EV_FEATURE_EARLY_CLOSE))
+                return;
+        req->close_ev = event_new(base, bufferevent_getfd(bev), EV_CLOSED, req_close_event_cb, req);
+        if (req->close_ev)
+                event_add(req->close_ev, NULL);
+}
+
+/* Send the answer and free req. Takes ownership of buf (freed). */
+static void req_send(af_http_req_t *req, int status, struct evbuffer *buf) {
+        struct evhttp_request *evreq = req->evreq;
+        if (req->closed || !evreq)
+                goto out;
+        struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
+        if (evcon)
+                evhttp_connection_set_closecb(evcon, NULL, NULL);
+        evhttp_send_reply(evreq, status, NULL /*standard phrase*/, buf);
+out:
+        if (buf)
+                evbuffer_free(buf);
+        req_free(req);
+}
+
+/* ---- routing ------------------------------------------------------------------------------- */
+
+/* @returns the bearer token of an "Authorization: Bearer <token>" header, or NULL. */
+static const char *req_bearer(const af_http_req_t *req) {
+        const char *h = af_http_req_header(req, "Authorization");
+        if (!h || strncasecmp(h, "Bearer ", 7))
+                return NULL;
+        h += 7;
+        while (*h == ' ')
+                h++;
+        return *h ? h : NULL;
+}
+
+static void server_gen_cb(struct evhttp_request *evreq, void *arg) {
+        af_http_server_t *srv = arg;
+        af_http_req_t *req = NULL;
+        const af_http_route_entry_t *route = NULL;
+        bool path_known = false;
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(evreq);
+        const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
+        const char *raw_query = uri ? evhttp_uri_get_query(uri) : NULL;
+        struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
+        char allow[128] = "";
+
+        req = calloc(1, sizeof(*req));
+        if (!req) {
+                evhttp_send_error(evreq, 503, "out of memory");
+                return;
+        }
+        req->srv = srv;
+        req->evreq = evreq;
+        TAILQ_INIT(&req->query);
+        if (evcon) {
+                char *addr = NULL;
+                ev_uint16_t port = 0;
+                evhttp_connection_get_peer(evcon, &addr, &port);
+                snprintf(req->peer, sizeof(req->peer), "%s:%u", addr ? addr : "?", (unsigned) port);
+                /* From here until the answer, a vanished client must reach us. */
+                evhttp_connection_set_closecb(evcon, req_conn_close_cb, req);
+        }
+
+        if (!raw_path || !*raw_path)
+                raw_path = "/";
+        req->path = af_http_route_decode(raw_path, strlen(raw_path));
+        if (!req->path) {
+                af_http_reply_error(req, 400, "invalid_path", "the path does not decode");
+                goto out;
+        }
+        if (raw_query && evhttp_parse_query_str(raw_query, &req->query) < 0) {
+                af_http_reply_error(req, 400, "invalid_query", "the query string is malformed");
+                goto out;
+        }
+
+        const char *method = af_http_req_method(req);
+        for (size_t i = 0; i < srv->route_cnt && !route; i++) {
+                const af_http_route_entry_t *r = &srv->routes[i];
+                switch (af_http_route_match(r->pattern, raw_path, &req->params)) {
+                case AF_HTTP_ROUTE_NOMATCH:
+                        continue;
+                case AF_HTTP_ROUTE_BADPATH:
+                        af_http_reply_error(req, 400, "invalid_path",
+                                            "a path parameter does not decode");
+                        goto out;
+                case AF_HTTP_ROUTE_MATCH:
+                        break;
+                }
+                path_known = true;
+                if (!strcmp(r->method, method)) {
+                        route = r;
+                        break;
+                }
+                size_t used = strlen(allow);
+                if (!strstr(allow, r->method))
+                        snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "",
+                                 r->method);
+                af_http_params_clear(&req->params);
+        }
+        if (!route) {
+                if (path_known) {
+                        af_http_req_add_header(req, "Allow", allow);
+                        af_http_reply_error(req, 405, "method_not_allowed",
+                                            "%s is not allowed on this path", method);
+                } else {
+                        af_http_reply_error(req, 404, "not_found", "no route for this path");
+                }
+                goto out;
+        }
+
+        struct evbuffer *in = evhttp_request_get_input_buffer(evreq);
+        size_t body_len = evbuffer_get_length(in);
+        if (body_len > srv->opts.max_body_bytes) {
+                af_http_reply_error(req, 413, "too_large",
+                                    "request body of %zu bytes is over the %zu byte limit",
+                                    body_len, srv->opts.max_body_bytes);
+                goto out;
+        }
+        /* NUL-terminate in place: handlers get a C string without another copy. */
+        if (evbuffer_add(in, "", 1) < 0) {
+                af_http_reply_error(req, 503, "unavailable", "out of memory");
+                goto out;
+        }
+        req->body = (const char *) evbuffer_pullup(in, -1);
+        req->body_len = body_len;
+        if (!req->body) {
+                af_http_reply_error(req, 503, "unavailable", "out of memory");
+                goto out;
+        }
+
+        if (route->auth_required) {
+                bool ok = srv->auth_cb && srv->auth_cb(req, req_bearer(req), srv->auth_opaque);
+                if (!ok) {
+                        af_http_req_add_header(req, "WWW-Authenticate", "Bearer");
+                        af_http_reply_error(req, 401, "unauthenticated",
+                                            "a valid bearer token is required");
+                        goto out;
+                }
+        }
+        srv->dispatching = req;
+        route->handler(req, route->opaque);
+        if (srv->dispatching == req) {
+                /* Not answered yet: the handler keeps req and answers later. */
+                srv->dispatching = NULL;
+                req_watch_close(req);
+        }
+out:
+        return;
+}
+
+/* ---- server -------------------------------------------------------------------------------- */
+
+af_http_server_t *af_http_server_new(af_loop_t *loop, const af_http_server_opts_t *opts,
+                                     char *errstr, size_t errstr_size) {
+        af_http_server_t *srv = calloc(1, sizeof(*srv));
+        if (!srv) {
+                af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
+                goto fail;
+        }
+        srv->loop = loop;
+        if (opts)
+                srv->opts = *opts;
+        if (!srv->opts.address)
+                srv->opts.address = "127.0.0.1";
+        if (!srv->opts.max_body_bytes)
+                srv->opts.max_body_bytes = AF_HTTP_SERVER_DEFAULT_MAX_BODY;
+        if (!srv->opts.max_header_bytes)
+                srv->opts.max_header_bytes = AF_HTTP_SERVER_DEFAULT_MAX_HEADERS;
+        if (srv->opts.timeout_ms <= 0)
+                srv->opts.timeout_ms = AF_HTTP_SERVER_DEFAULT_TIMEOUT_MS;
+        if (srv->opts.port < 0 || srv->opts.port > 65535) {
+                af_errstr(AF_ERR_CONFIG, errstr, errstr_size, "http port %d is not 0..65535",
+                          srv->opts.port);
+                goto fail;
+        }
+        srv->http = evhttp_new(af_loop_base(loop));
+        if (!srv->http) {
+                af_errstr(AF_ERR_INTERNAL, errstr, errstr_size, "evhttp_new failed");
+                goto fail;
+        }
+        size_t hard_body = server_hard_body(srv->opts.max_body_bytes);
+        if (hard_body > (size_t) EV_SSIZE_MAX)
+                hard_body = (size_t) EV_SSIZE_MAX;
+        evhttp_set_max_body_size(srv->http, (ev_ssize_t) hard_body);
+        evhttp_set_max_headers_size(srv->http, (ev_ssize_t) srv->opts.max_header_bytes);
+        struct timeval tv = {.tv_sec = srv->opts.timeout_ms / 1000,
+                             .tv_usec = (srv->opts.timeout_ms % 1000) * 1000};
+        evhttp_set_timeout_tv(srv->http, &tv);
+        evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                                      EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                                      EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+        evhttp_set_gencb(srv->http, server_gen_cb, srv);
+        srv->sock = evhttp_bind_socket_with_handle(srv->http, srv->opts.address,
+                                                   (ev_uint16_t) srv->opts.port);
+        if (!srv->sock) {
+                af_errstr(AF_ERR_TRANSPORT, errstr, errstr_size,
+                          "cannot listen on %s:%d (address in use or not local?)",
+                          srv->opts.address, srv->opts.port);
+                goto fail;
+        }
+        af_debug("http server listening on %s:%d", srv->opts.address, af_http_server_port(srv));
+        return srv;
+fail:
+        af_http_server_destroy(srv);
+        return NULL;
+}
+
+void af_http_server_destroy(af_http_server_t *srv) {
+        if (!srv)
+                return;
+        /* Open connections close here: waiting requests get their on_close. */
+        if (srv->http)
+                evhttp_free(srv->http);
+        for (size_t i = 0; i < srv->route_cnt; i++) {
+                free(srv->routes[i].method);
+                free(srv->routes[i].pattern);
+        }
+        free(srv->routes);
+        free(srv);
+}
+
+int af_http_server_port(const af_http_server_t *srv) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int port = -1;
+        if (!srv || !srv->sock)
+                goto out;
+        evutil_socket_t fd = evhttp_bound_socket_get_fd(srv->sock);
+        if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
+                goto out;
+        if (ss.ss_family == AF_INET)
+                port = ntohs(((struct sockaddr_in *) &ss)->sin_port);
+        else if (ss.ss_family == AF_INET6)
+                port = ntohs(((struct sockaddr_in6 *) &ss)->sin6_port);
+out:
+        return port;
+}
+
+void af_http_server_set_auth(af_http_server_t *srv, af_http_auth_cb_t *cb, void *opaque) {
+        srv->auth_cb = cb;
+        srv->auth_opaque = opaque;
+}
+
+void af_http_server_route(af_http_server_t *srv, const char *method, const char *pattern,
+                          bool auth_required, af_http_handler_t *handler, void *opaque) {
+        char errstr[256];
+        af_http_route_entry_t *routes;
+
+        if (!af_http_route_valid(pattern, errstr, sizeof(errstr)) || !method || !handler) {
+                /* A programming error, caught by the first test that uses the route. */
+                af_error("http route %s %s refused: %s", method ? method : "?",
+                         pattern ? pattern : "?", handler ? errstr : "no handler");
+                return;
+        }
+        routes = realloc(srv->routes, (srv->route_cnt + 1) * sizeof(*routes));
+        if (!routes) {
+                af_error("http route %s %s refused: out of memory", method, pattern);
+                return;
+        }
+        srv->routes = routes;
+        af_http_route_entry_t *r = &srv->routes[srv->route_cnt];
+        r->method = strdup(method);
+        r->pattern = strdup(pattern);
+        if (!r->method || !r->pattern) {
+                free(r->method);
+                free(r->pattern);
+                af_error("http route %s %s refused: out of memory", method, pattern);
+                return;
+        }
+        r->auth_required = auth_required;
+        r->handler = handler;
+        r->opaque = opaque;
+        srv->route_cnt++;
+}
+
+/* ---- request accessors --------------------------------------------------------------------- */
+
+const char *af_http_req_method(const af_http_req_t *req) {
+        if (!req->evreq)
+                return "?";
+        switch (evhttp_request_get_command(req->evreq)) {
+        case EVHTTP_REQ_GET:
+                return "GET";
+        case EVHTTP_REQ_POST:
+                return "POST";
+        case EVHTTP_REQ_HEAD:
+                return "HEAD";
+        case EVHTTP_REQ_PUT:
+                return "PUT";
+        case EVHTTP_REQ_DELETE:
+                return "DELETE";
+        case EVHTTP_REQ_OPTIONS:
+                return "OPTIONS";
+        case EVHTTP_REQ_TRACE:
+                return "TRACE";
+        case EVHTTP_REQ_CONNECT:
+                return "CONNECT";
+        case EVHTTP_REQ_PATCH:
+                return "PATCH";
+        }
+        return "?";
+}
+
+const char *af_http_req_path(const af_http_req_t *req) {
+        return req->path;
+}
+
+const char *af_http_req_param(const af_http_req_t *req, const char *name) {
+        return af_http_params_get(&req->params, name);
+}
+
+const char *af_http_req_query(const af_http_req_t *req, const char *name) {
+        return evhttp_find_header(&req->query, name);
+}
+
+const char *af_http_req_header(const af_http_req_t *req, const char *name) {
+        if (!req->evreq)
+                return NULL;
+        return evhttp_find_header(evhttp_request_get_input_headers(req->evreq), name);
+}
+
+const char *af_http_req_body(const af_http_req_t *req, size_t *lenp) {
+        if (lenp)
+                *lenp = req->body ? req->body_len : 0;
+        return req->body ? req->body : "";
+}
+
+const char *af_http_req_peer(const af_http_req_t *req) {
+        return req->peer;
+}
+
+void af_http_req_set_user(af_http_req_t *req, void *user, void (*free_fn)(void *)) {
+        if (req->user_free && req->user != user)
+                req->user_free(req->user);
+        req->user = user;
+        req->user_free = free_fn;
+}
+
+void *af_http_req_user(const af_http_req_t *req) {
+        return req->user;
+}
+
+void af_http_req_on_close(af_http_req_t *req, void (*cb)(af_http_req_t *req, void *opaque),
+                          void *opaque) {
+        req->on_close = cb;
+        req->on_close_opaque = opaque;
+}
+
+/* ---- answers ------------------------------------------------------------------------------- */
+
+void af_http_req_add_header(af_http_req_t *req, const char *name, const char *value) {
+        if (!req->evreq)
+                return;
+        evhttp_add_header(evhttp_request_get_output_headers(req->evreq), name, value);
+}
+
+void af_http_reply(af_http_req_t *req, int status, const char *content_type, const char *body,
+                   size_t len) {
+        struct evbuffer *buf = NULL;
+        if (!req->closed && req->evreq) {
+                buf = evbuffer_new();
+                if (buf && len)
+                        evbuffer_add(buf, body, len);
+                if (content_type)
+                        af_http_req_add_header(req, "Content-Type", content_type);
+        }
+        req_send(req, status, buf);
+}
+
+static int reply_json_dump_cb(const char *data, size_t size, void *arg) {
+        return evbuffer_add(arg, data, size);
+}
+
+void af_http_reply_json(af_http_req_t *req, int status, json_t *body) {
+        struct evbuffer *buf = NULL;
+        if (!req->closed && req->evreq) {
+                buf = evbuffer_new();
+                /* Serialized straight into the reply buffer, no intermediate string. */
+                if (buf && body &&
+                    json_dump_callback(body, reply_json_dump_cb, buf, JSON_COMPACT) < 0) {
+                        evbuffer_drain(buf, evbuffer_get_length(buf));
+                        evbuffer_add_printf(buf, "{\"code\":\"internal\",\"message\":\"reply did "
+                                                 "not serialize\"}");
+                        status = 500;
+                }
+                af_http_req_add_header(req, "Content-Type", "application/json");
+        }
+        json_decref(body);
+        req_send(req, status, buf);
+}
+
+void af_http_reply_error(af_http_req_t *req, int status, const char *code, const char *fmt, ...) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        json_t *body = json_pack("{s:s, s:s}", "code", code, "message", msg);
+        if (!body) /* a message quoting input that is not UTF-8 */
+                body = json_pack("{s:s, s:s}", "code", code, "message", af_err2str(AF_ERR_INVALID));
+        af_http_reply_json(req, status, body);
+}
