@@ -1,0 +1,863 @@
+/*
+ * kafka: librdkafka producer and consumer served by the process's one libevent loop.
+ *
+ * Every Kafka message agentfleet writes (tasks, results, audit, dlq, events) leaves through
+ * an af_producer_t and every one it reads arrives through an af_consumer_t, so the rules
+ * that make at-least-once delivery with effectively-once effects hold are written once here:
+ * the idempotent producer with acks=all and one delivery report per message, offsets stored
+ * only when the caller says every earlier one is done, a synchronous commit before a
+ * partition is given away, and a hold that stops delivery without skipping anything.
+ *
+ * Both handles plug into the loop the same way (TRAPS.md): librdkafka writes a byte into a
+ * non-blocking pipe when its queue goes from empty to non-empty; the loop reads the pipe and
+ * polls until the queue is empty. A periodic timer polls too, because the pipe only fires on
+ * that transition and an idle consumer must still poll to stay in its group. librdkafka's own
+ * logs are routed onto the same queue (log.queue), so every callback here, and every user
+ * callback, runs on the loop thread.
+ */
+#include "kafka.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define AF_KAFKA_POLL_MS       100   /* periodic poll of both queues */
+#define AF_KAFKA_BATCH         1000  /* messages delivered per loop turn before yielding */
+#define AF_KAFKA_SHUTDOWN_MS   10000 /* flush bound on destroy / commit bound on close */
+#define AF_KAFKA_HOLD_PAUSE_MS 200   /* a hold longer than this pauses the partitions */
+
+/* ---- shared plumbing ------------------------------------------------------------------------ */
+
+/* The fd + timer pair that serves one rd_kafka queue on the loop. */
+typedef struct kafka_pump_s {
+        int fds[2];             /* [0] read by the loop, [1] written by librdkafka */
+        struct event *ev;       /* EV_READ|EV_PERSIST on fds[0] */
+        af_timer_t *poll_timer; /* periodic poll, AF_KAFKA_POLL_MS */
+        af_timer_t *kick;       /* zero-delay continuation after a full batch */
+} kafka_pump_t;
+
+char *af_kafka_topic(const af_config_t *conf, const char *suffix, char *out, size_t out_size) {
+        const char *prefix = af_config_str(conf, "topic.prefix");
+        snprintf(out, out_size, "%s%s", prefix ? prefix : "", suffix);
+        return out;
+}
+
+/* @returns the af_err_t that best describes a librdkafka error, for retry decisions. */
+static af_err_t kafka_err_map(rd_kafka_resp_err_t err) {
+        switch (err) {
+        case RD_KAFKA_RESP_ERR_NO_ERROR:
+                return AF_OK;
+        case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+        case RD_KAFKA_RESP_ERR__TIMED_OUT:
+        case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+                return AF_ERR_TIMEOUT;
+        case RD_KAFKA_RESP_ERR__TRANSPORT:
+        case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+        case RD_KAFKA_RESP_ERR__RESOLVE:
+                return AF_ERR_TRANSPORT;
+        case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+                return AF_ERR_UNAVAILABLE;
+        case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+                return AF_ERR_TOO_LARGE;
+        case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+        case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+        case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+                return AF_ERR_NOT_FOUND;
+        case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+        case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+        case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+                return AF_ERR_FORBIDDEN;
+        case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+        case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+                return AF_ERR_CANCELLED;
+        case RD_KAFKA_RESP_ERR__STATE:
+                return AF_ERR_STATE;
+        case RD_KAFKA_RESP_ERR__INVALID_ARG:
+                return AF_ERR_INVALID;
+        case RD_KAFKA_RESP_ERR__FATAL:
+                return AF_ERR_INTERNAL;
+        default:
+                return AF_ERR_UNAVAILABLE;
+        }
+}
+
+/* librdkafka's log lines, served from the queue on the loop thread (log.queue=true). */
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+        /* syslog levels; librdkafka reports a refused connection at LOG_ERR, which is a
+         * warning for us: it reconnects by itself. */
+        af_log_level_t lvl = level <= 2   ? AF_LOG_ERROR
+                             : level <= 4 ? AF_LOG_WARN
+                             : level <= 6 ? AF_LOG_INFO
+                                          : AF_LOG_DEBUG;
+        /* One kafka.* section configures both clients, so a consumer-only key reaching the
+         * producer (and the reverse) is expected, not worth a warning. */
+        if (!strcmp(fac, "CONFWARN") && strstr(buf, "will be ignored by this"))
+                lvl = AF_LOG_DEBUG;
+        af_log(lvl, "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+/* Client-level errors: brokers down, auth, fatal idempotence errors. librdkafka recovers
+ * from transport errors by itself, so these are logged, not acted on, unless fatal. */
+static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+        if (err == RD_KAFKA_RESP_ERR__FATAL) {
+                char fatal[512];
+                rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+                af_error("kafka %s: fatal error: %s: %s", rd_kafka_name(rk),
+                         rd_kafka_err2name(orig), fatal);
+        } else {
+                af_warn("kafka %s: %s: %s", rd_kafka_name(rk),
+                        rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+        }
+}
+
+static af_err_t conf_set(rd_kafka_conf_t *kconf, const char *key, const char *value, char *errstr,
+                         size_t errstr_size) {
+        char kerr[512];
+        if (rd_kafka_conf_set(kconf, key, value, kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK)
+                return af_errstr(AF_ERR_CONFIG, errstr, errstr_size, "kafka.%s: %s", key, kerr);
+        return AF_OK;
+}
+
+typedef struct conf_apply_s {
+        rd_kafka_conf_t *kconf;
+        af_err_t err;
+        char errstr[512];
+} conf_apply_t;
+
+static void conf_apply_cb(const char *key, const char *value, void *opaque) {
+        conf_apply_t *ca = opaque;
+        if (ca->err == AF_OK)
+                ca->err = conf_set(ca->kconf, key, value, ca->errstr, sizeof(ca->errstr));
+}
+
+/* Build a librdkafka config: our defaults first, then every kafka.* setting, then what
+ * must hold for our guarantees (forced). Each list is key, value pairs ending in NULL.
+ * @returns a conf the caller owns, or NULL with errstr naming the offending key. */
+static rd_kafka_conf_t *kafka_conf_build(const af_config_t *conf, const char *const *defaults,
+                                         const char *const *forced, char *errstr,
+                                         size_t errstr_size) {
+        rd_kafka_conf_t *kconf = rd_kafka_conf_new();
+        conf_apply_t ca = {.kconf = kconf, .err = AF_OK};
+        const char *bootstrap = af_config_str(conf, "kafka.bootstrap.servers");
+        size_t i;
+
+        if (bootstrap && conf_set(kconf, "bootstrap.servers", bootstrap, errstr, errstr_size))
+                goto fail;
+        for (i = 0; defaults[i]; i += 2)
+                if (conf_set(kconf, defaults[i], defaults[i + 1], errstr, errstr_size))
+                        goto fail;
+        af_config_kafka_foreach(conf, conf_apply_cb, &ca);
+        if (ca.err) {
+                af_errstr(ca.err, errstr, errstr_size, "%s", ca.errstr);
+                goto fail;
+        }
+        for (i = 0; forced[i]; i += 2)
+                if (conf_set(kconf, forced[i], forced[i + 1], errstr, errstr_size))
+                        goto fail;
+        rd_kafka_conf_set_log_cb(kconf, kafka_log_cb);
+        rd_kafka_conf_set_error_cb(kconf, kafka_error_cb);
+        return kconf;
+fail:
+        rd_kafka_conf_destroy(kconf);
+        return NULL;
+}
+
+static void pump_drain_pipe(kafka_pump_t *pump) {
+        char junk[256];
+        while (read(pump->fds[0], junk, sizeof(junk)) > 0)
+                ;
+}
+
+/* Wire a queue's io events into the loop. cb gets arg on every fd event and timer tick.
+ * @returns AF_OK or an error with errstr; on error the caller calls pump_fini(). */
+static af_err_t pump_init(kafka_pump_t *pump, af_loop_t *loop, rd_kafka_queue_t *q,
+                          event_callback_fn fd_cb, af_timer_cb_t *timer_cb, void *arg, char *errstr,
+                          size_t errstr_size) {
+        af_err_t err = AF_OK;
+
+        pump->fds[0] = pump->fds[1] = -1;
+        /* Non-blocking on both ends: a blocking write end can stall librdkafka while it
+         * holds a queue lock (TRAPS.md, librdkafka #2932). */
+        if (pipe2(pump->fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+                err = af_errstr(AF_ERR_INTERNAL, errstr, errstr_size, "pipe: %s", strerror(errno));
+                goto out;
+        }
+        pump->ev = event_new(af_loop_base(loop), pump->fds[0], EV_READ | EV_PERSIST, fd_cb, arg);
+        pump->poll_timer = af_timer_new(loop, timer_cb, arg);
+        pump->kick = af_timer_new(loop, timer_cb, arg);
+        if (!pump->ev || !pump->poll_timer || !pump->kick || event_add(pump->ev, NULL) < 0) {
+                err = af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "cannot add kafka events");
+                goto out;
+        }
+        rd_kafka_queue_io_event_enable(q, pump->fds[1], "1", 1);
+        af_timer_start(pump->poll_timer, AF_KAFKA_POLL_MS, true /*repeat*/);
+out:
+        return err;
+}
+
+/* Stop serving: the queue must no longer write into the pipe (io events disabled). */
+static void pump_fini(kafka_pump_t *pump) {
+        if (pump->ev)
+                event_free(pump->ev);
+        pump->ev = NULL;
+        af_timer_destroy(pump->poll_timer);
+        pump->poll_timer = NULL;
+        af_timer_destroy(pump->kick);
+        pump->kick = NULL;
+        for (int i = 0; i < 2; i++) {
+                if (pump->fds[i] >= 0)
+                        close(pump->fds[i]);
+                pump->fds[i] = -1;
+        }
+}
+
+/* ---- producer ------------------------------------------------------------------------------- */
+
+struct af_producer_s {
+        rd_kafka_t *rk;
+        rd_kafka_queue_t *mainq; /* where delivery reports, logs and errors arrive */
+        kafka_pump_t pump;
+        int outq; /* accepted sends whose report has not been served yet */
+};
+
+/* What travels with each message as its opaque, freed when its report is served. */
+typedef struct producer_dr_s {
+        af_delivery_cb_t *cb;
+        void *opaque;
+} producer_dr_t;
+
+/* One delivery report; runs inside rd_kafka_poll() on the loop thread. */
+static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
+        af_producer_t *p = opaque;
+        producer_dr_t *dr = rkm->_private;
+
+        p->outq--;
+        if (!dr)
+                return;
+        dr->cb(kafka_err_map(rkm->err), rkm->err ? rd_kafka_err2str(rkm->err) : NULL,
+               rkm->partition, rkm->err ? -1 : rkm->offset, dr->opaque);
+        free(dr);
+}
+
+/* Serve everything queued (delivery reports, logs, errors) until the queue is empty. */
+static void producer_serve(af_producer_t *p) {
+        while (rd_kafka_poll(p->rk, 0) > 0)
+                ;
+}
+
+static void producer_fd_cb(evutil_socket_t fd, short what, void *arg) {
+        af_producer_t *p = arg;
+        pump_drain_pipe(&p->pump);
+        producer_serve(p);
+}
+
+static void producer_timer_cb(void *arg) {
+        producer_serve(arg);
+}
+
+af_producer_t *af_producer_new(af_loop_t *loop, const af_config_t *conf, char *errstr,
+                               size_t errstr_size) {
+        /* clang-format off */
+        static const char *const defaults[] = {
+                "client.id", "agentfleet",
+                "acks", "all",
+                "linger.ms", "5",
+                "compression.type", "lz4",
+                NULL,
+        };
+        /* clang-format on */
+        /* Idempotence is what makes a retried send land once and in order: not optional. */
+        /* clang-format off */
+        static const char *const forced[] = {
+                "enable.idempotence", "true",
+                "log.queue", "true",
+                NULL,
+        };
+        /* clang-format on */
+        af_producer_t *p = calloc(1, sizeof(*p));
+        rd_kafka_conf_t *kconf = NULL;
+        char kerr[512];
+
+        if (!p) {
+                af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
+                goto fail;
+        }
+        p->pump.fds[0] = p->pump.fds[1] = -1;
+        kconf = kafka_conf_build(conf, defaults, forced, errstr, errstr_size);
+        if (!kconf)
+                goto fail;
+        rd_kafka_conf_set_dr_msg_cb(kconf, producer_dr_cb);
+        rd_kafka_conf_set_opaque(kconf, p);
+        p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, kerr, sizeof(kerr));
+        if (!p->rk) {
+                af_errstr(AF_ERR_CONFIG, errstr, errstr_size, "kafka producer: %s", kerr);
+                goto fail;
+        }
+        kconf = NULL; /* owned by rk now */
+        rd_kafka_set_log_queue(p->rk, NULL /*main queue*/);
+        p->mainq = rd_kafka_queue_get_main(p->rk);
+        if (pump_init(&p->pump, loop, p->mainq, producer_fd_cb, producer_timer_cb, p, errstr,
+                      errstr_size))
+                goto fail;
+        return p;
+fail:
+        if (kconf)
+                rd_kafka_conf_destroy(kconf);
+        af_producer_destroy(p);
+        return NULL;
+}
+
+af_err_t af_producer_send(af_producer_t *p, const char *topic, int32_t partition, const void *key,
+                          size_t key_len, const void *value, size_t value_len,
+                          const af_kafka_header_t *hdrs, size_t hdr_cnt, af_delivery_cb_t *cb,
+                          void *opaque, char *errstr, size_t errstr_size) {
+        rd_kafka_headers_t *kh = NULL;
+        producer_dr_t *dr = NULL;
+        rd_kafka_resp_err_t kerr;
+        af_err_t err = AF_OK;
+
+        if (!topic || !*topic || !cb) {
+                err = af_errstr(AF_ERR_INVALID, errstr, errstr_size,
+                                "af_producer_send: topic and delivery callback are required");
+                goto out;
+        }
+        dr = malloc(sizeof(*dr));
+        if (!dr) {
+                err = af_errstr(AF_ERR_UNAVAILABLE, errstr, errstr_size, "out of memory");
+                goto out;
+        }
+        dr->cb = cb;
+        dr->opaque = opaque;
+        if (hdr_cnt) {
+                kh = rd_kafka_headers_new(hdr_cnt);
+                for (size_t i = 0; i < hdr_cnt; i++)
+                        rd_kafka_header_add(kh, hdrs[i].name, -1, hdrs[i].value,
+                                            (ssize_t) hdrs[i].len);
+        }
+        kerr = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                 RD_KAFKA_V_KEY(key, key_len),
+                                 RD_KAFKA_V_VALUE((void *) value, value_len),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(kh),
+                                 RD_KAFKA_V_OPAQUE(dr), RD_KAFKA_V_END);
+        if (kerr) {
+                /* Queue full is back-pressure: the caller waits for reports and retries. */
+                err = kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL || kerr == RD_KAFKA_RESP_ERR__FATAL
+                              ? AF_ERR_UNAVAILABLE
+                              : AF_ERR_INVALID;
+                af_errstr(err, errstr, errstr_size, "produce to %s: %s", topic,
+                          rd_kafka_err2str(kerr));
+                goto out;
+        }
+        kh = NULL; /* owned by the message now */
+        dr = NULL; /* freed by producer_dr_cb */
+        p->outq++;
+out:
+        if (kh)
+                rd_kafka_headers_destroy(kh);
+        free(dr);
+        return err;
+}
+
+int af_producer_outq_len(af_producer_t *p) {
+        return p->outq;
+}
+
+af_err_t af_producer_flush(af_producer_t *p, int timeout_ms) {
+        /* rd_kafka_flush() polls the main queue itself, so reports are served here. */
+        rd_kafka_resp_err_t kerr = rd_kafka_flush(p->rk, timeout_ms);
+        producer_serve(p);
+        return kerr || p->outq > 0 ? AF_ERR_TIMEOUT : AF_OK;
+}
+
+void af_producer_destroy(af_producer_t *p) {
+        if (!p)
+                return;
+        if (p->rk) {
+                if (af_producer_flush(p, AF_KAFKA_SHUTDOWN_MS))
+                        af_warn("kafka producer: %d messages not delivered within %d ms; "
+                                "purging them",
+                                p->outq, AF_KAFKA_SHUTDOWN_MS);
+                /* What could not be delivered is reported as cancelled, so every accepted
+                 * send still gets its one report and its opaque back. */
+                rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+                rd_kafka_flush(p->rk, 1000);
+                producer_serve(p);
+                rd_kafka_queue_io_event_enable(p->mainq, -1, NULL, 0);
+        }
+        pump_fini(&p->pump);
+        if (p->mainq)
+                rd_kafka_queue_destroy(p->mainq);
+        if (p->rk)
+                rd_kafka_destroy(p->rk);
+        free(p);
+}
+
+rd_kafka_t *af_producer_rk(af_producer_t *p) {
+        return p->rk;
+}
+
+/* ---- consumer ------------------------------------------------------------------------------- */
+
+struct af_consumer_s {
+        rd_kafka_t *rk;
+        rd_kafka_queue_t *q; /* the consumer queue (main queue forwarded into it) */
+        kafka_pump_t pump;
+        af_consume_cb_t *cb;
+        af_rebalance_cb_t *rebalance_cb;
+        void *opaque;
+        bool held;               /* af_consumer_hold(true): deliver nothing */
+        bool paused;             /* held long enough that the partitions are paused */
+        af_timer_t *pause_timer; /* turns a hold into a pause after AF_KAFKA_HOLD_PAUSE_MS */
+        bool closed;
+        bool cooperative; /* rebalance protocol is COOPERATIVE */
+        bool in_drain;    /* guards against re-entering consumer_drain */
+        /* Messages polled while held (fetched before the pause took effect). Bounded by
+         * librdkafka's pre-fetch queue: paused partitions fetch nothing new. Delivered first,
+         * in order, on resume; dropped when their partition is revoked. */
+        rd_kafka_message_t **stash;
+        size_t stash_cnt, stash_alloc;
+};
+
+static void consumer_pause_timer_cb(void *opaque);
+
+const void *af_kafka_msg_header(const af_kafka_msg_t *msg, const char *name, size_t *lenp) {
+        rd_kafka_headers_t *kh = NULL;
+        const void *val = NULL;
+        size_t len = 0;
+
+        if (!msg->rkm || rd_kafka_message_headers(msg->rkm, &kh) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                return NULL;
+        if (rd_kafka_header_get_last(kh, name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                return NULL;
+        if (lenp)
+                *lenp = len;
+        return val ? val : "";
+}
+
+static void consumer_deliver(af_consumer_t *c, rd_kafka_message_t *rkm) {
+        af_kafka_msg_t msg = {
+                .topic = rd_kafka_topic_name(rkm->rkt),
+                .partition = rkm->partition,
+                .offset = rkm->offset,
+                .key = rkm->key,
+                .key_len = rkm->key_len,
+                .value = rkm->payload,
+                .value_len = rkm->len,
+                .timestamp_ms = rd_kafka_message_timestamp(rkm, NULL),
+                .rkm = rkm,
+        };
+        c->cb(c, &msg, c->opaque);
+}
+
+static af_err_t consumer_stash_push(af_consumer_t *c, rd_kafka_message_t *rkm) {
+        if (c->stash_cnt == c->stash_alloc) {
+                size_t n = c->stash_alloc ? c->stash_alloc * 2 : 64;
+                rd_kafka_message_t **s = realloc(c->stash, n * sizeof(*s));
+                if (!s)
+                        return AF_ERR_NOMEM;
+                c->stash = s;
+                c->stash_alloc = n;
+        }
+        c->stash[c->stash_cnt++] = rkm;
+        return AF_OK;
+}
+
+/* Drop stashed messages of the given partitions (all when parts is NULL): they belong to
+ * whoever owns the partition next, who starts from the committed offset. */
+static void consumer_stash_drop(af_consumer_t *c, const rd_kafka_topic_partition_list_t *parts) {
+        size_t keep = 0;
+        for (size_t i = 0; i < c->stash_cnt; i++) {
+                rd_kafka_message_t *rkm = c->stash[i];
+                bool drop = !parts || rd_kafka_topic_partition_list_find(
+                                              parts, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+                if (drop)
+                        rd_kafka_message_destroy(rkm);
+                else
+                        c->stash[keep++] = rkm;
+        }
+        c->stash_cnt = keep;
+}
+
+/* Pause or resume partitions, logging (not failing) on error: the per-partition error is
+ * ERR__UNKNOWN_PARTITION only for partitions we no longer own, which is harmless. */
+static void consumer_pause(af_consumer_t *c, rd_kafka_topic_partition_list_t *parts, bool pause) {
+        rd_kafka_resp_err_t kerr = pause ? rd_kafka_pause_partitions(c->rk, parts)
+                                         : rd_kafka_resume_partitions(c->rk, parts);
+        if (kerr)
+                af_warn("kafka consumer: %s partitions: %s", pause ? "pause" : "resume",
+                        rd_kafka_err2str(kerr));
+}
+
+/* Handle one polled event. @returns true when a message was delivered to the caller. */
+static bool consumer_handle(af_consumer_t *c, rd_kafka_message_t *rkm) {
+        if (rkm->err) {
+                if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                        af_warn("kafka consumer: %s [%d]: %s",
+                                rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "-",
+                                (int) rkm->partition, rd_kafka_message_errstr(rkm));
+                rd_kafka_message_destroy(rkm);
+                return false;
+        }
+        if (c->held) {
+                /* Only a paused consumer polls while held. librdkafka 2.0.2 may start
+                 * fetching a partition paused in the same rebalance callback that assigned
+                 * it: pause it again now that its fetcher runs, once per run of messages
+                 * from the same partition. */
+                rd_kafka_message_t *prev = c->stash_cnt ? c->stash[c->stash_cnt - 1] : NULL;
+                if (!prev || prev->rkt != rkm->rkt || prev->partition != rkm->partition) {
+                        rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+                        rd_kafka_topic_partition_list_add(one, rd_kafka_topic_name(rkm->rkt),
+                                                          rkm->partition);
+                        consumer_pause(c, one, true);
+                        rd_kafka_topic_partition_list_destroy(one);
+                }
+                if (consumer_stash_push(c, rkm) == AF_OK)
+                        return false;
+                /* Out of memory: rewind the partition to this message so it is refetched
+                 * after resume rather than lost. */
+                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(rkm->rkt), rkm->partition)
+                        ->offset = rkm->offset;
+                rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 0 /*async*/);
+                if (e)
+                        rd_kafka_error_destroy(e);
+                rd_kafka_topic_partition_list_destroy(l);
+                rd_kafka_message_destroy(rkm);
+                return false;
+        }
+        consumer_deliver(c, rkm);
+        rd_kafka_message_destroy(rkm);
+        return true;
+}
+
+/* Serve the consumer queue: rebalances, logs, errors, and messages up to a batch; a full
+ * batch yields to the loop and continues from a zero-delay timer, since the pipe will not
+ * fire again while the queue stays non-empty. */
+static void consumer_drain(af_consumer_t *c) {
+        int delivered = 0;
+
+        /* A short hold leaves everything in librdkafka's queue, whose pre-fetch limits bound
+         * it; only a paused consumer polls while held (rebalances, keep-alive). */
+        if (c->closed || c->in_drain || (c->held && !c->paused))
+                return;
+        c->in_drain = true;
+        /* Stashed messages first, so resume continues exactly where delivery stopped. */
+        while (!c->held && c->stash_cnt > 0 && delivered < AF_KAFKA_BATCH) {
+                rd_kafka_message_t *rkm = c->stash[0];
+                memmove(c->stash, c->stash + 1, (c->stash_cnt - 1) * sizeof(*c->stash));
+                c->stash_cnt--;
+                consumer_deliver(c, rkm);
+                rd_kafka_message_destroy(rkm);
+                delivered++;
+        }
+        /* The caller may hold from inside its callback: stop polling at once then. */
+        while (!c->closed && !(c->held && !c->paused) && delivered < AF_KAFKA_BATCH) {
+                rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, 0);
+                if (!rkm)
+                        break;
+                if (consumer_handle(c, rkm))
+                        delivered++;
+        }
+        if (delivered >= AF_KAFKA_BATCH && !c->closed)
+                af_timer_start(c->pump.kick, 0, false);
+        c->in_drain = false;
+}
+
+static void consumer_fd_cb(evutil_socket_t fd, short what, void *arg) {
+        af_consumer_t *c = arg;
+        pump_drain_pipe(&c->pump);
+        consumer_drain(c);
+}
+
+static void consumer_timer_cb(void *arg) {
+        consumer_drain(arg);
+}
+
+/* Runs inside rd_kafka_consumer_poll() (loop thread) on every group rebalance. */
+static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                  rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        af_consumer_t *c = opaque;
+        rd_kafka_error_t *error = NULL;
+        rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+        switch (err) {
+        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+                af_info("kafka consumer: %d partitions assigned", parts->cnt);
+                if (c->rebalance_cb)
+                        c->rebalance_cb(c, true, parts, c->opaque);
+                if (c->cooperative)
+                        error = rd_kafka_incremental_assign(rk, parts);
+                else
+                        kerr = rd_kafka_assign(rk, parts);
+                /* A paused consumer fetches nothing, new partitions included. */
+                if (c->paused)
+                        consumer_pause(c, parts, true);
+                break;
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+                af_info("kafka consumer: %d partitions revoked", parts->cnt);
+                if (c->rebalance_cb)
+                        c->rebalance_cb(c, false, parts, c->opaque);
+                consumer_stash_drop(c, parts);
+                /* The next owner starts at the committed offset: commit what the caller
+                 * stored before letting go, synchronously. */
+                if (!rd_kafka_assignment_lost(rk)) {
+                        kerr = rd_kafka_commit(rk, NULL, 0 /*sync*/);
+                        if (kerr && kerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                                af_warn("kafka consumer: commit on revoke: %s",
+                                        rd_kafka_err2str(kerr));
+                        kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+                }
+                if (c->cooperative)
+                        error = rd_kafka_incremental_unassign(rk, parts);
+                else
+                        kerr = rd_kafka_assign(rk, NULL);
+                break;
+        default:
+                af_warn("kafka consumer: rebalance error: %s", rd_kafka_err2str(err));
+                consumer_stash_drop(c, NULL);
+                if (c->cooperative)
+                        error = rd_kafka_incremental_unassign(rk, parts);
+                else
+                        kerr = rd_kafka_assign(rk, NULL);
+                break;
+        }
+        if (error) {
+                af_error("kafka consumer: (un)assign: %s", rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+        } else if (kerr) {
+                af_error("kafka consumer: (un)assign: %s", rd_kafka_err2str(kerr));
+        }
+}
+
+/* Async commit results (auto-commit included): failures are worth a line, never fatal;
+ * the next commit carries the same offsets again. */
+static void consumer_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                af_warn("kafka consumer: offset commit: %s", rd_kafka_err2str(err));
+}
+
+af_consumer_t *af_consumer_new(af_loop_t *loop, const af_config_t *conf, const char *group_id,
+                               const char *const *topics, size_t topic_cnt, af_consume_cb_t *cb,
+                               af_rebalance_cb_t *rebalance_cb, void *opaque, char *errstr,
+                               size_t errstr_size) {
+        /* range, not cooperative-sticky: librdkafka 2.0.2's cooperative protocol has
+         * ownership and close bugs fixed only in 2.1/2.2 (TRAPS.md). The rebalance callback
+         * still branches on the protocol, so kafka.partition.assignment.strategy may pick
+         * cooperative-sticky on a newer librdkafka. */
+        /* clang-format off */
+        static const char *const defaults[] = {
+                "client.id", "agentfleet",
+                "enable.auto.commit", "true",
+                "auto.commit.interval.ms", "1000",
+                "session.timeout.ms", "10000",
+                "partition.assignment.strategy", "range",
+                /* A new group must see tasks produced before it joined. */
+                "auto.offset.reset", "earliest",
+                /* Bounds how long a resumed (refetching) partition waits behind an idle
+                 * long-poll fetch to the same broker. */
+                "fetch.wait.max.ms", "100",
+                NULL,
+        };
+        /* clang-format on */
+        /* Offsets are stored only when the caller says every earlier one is done. */
+        /* clang-format off */
+        static const char *const forced[] = {
+                "enable.auto.offset.store", "false",
+                "log.queue", "true",
+                NULL,
+        };
+        /* clang-format on */
+        af_consumer_t *c = calloc(1, sizeof(*c));
+        rd_kafka_conf_t *kconf = NULL;
+        rd_kafka_topic_partition_list_t *subs = NULL;
+        rd_kafka_resp_err_t kerr;
+        char kerrstr[512];
+
+        if (!c) {
+                af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
+                goto fail;
+        }
+        c->pump.fds[0] = c->pump.fds[1] = -1;
+        c->cb = cb;
+        c->rebalance_cb = rebalance_cb;
+        c->opaque = opaque;
+        if (!group_id || !*group_id || !topic_cnt || !cb) {
+                af_errstr(AF_ERR_INVALID, errstr, errstr_size,
+                          "kafka consumer: group id, topics and callback are required");
+                goto fail;
+        }
+        kconf = kafka_conf_build(conf, defaults, forced, errstr, errstr_size);
+        if (!kconf)
+                goto fail;
+        if (conf_set(kconf, "group.id", group_id, errstr, errstr_size))
+                goto fail;
+        rd_kafka_conf_set_rebalance_cb(kconf, consumer_rebalance_cb);
+        rd_kafka_conf_set_offset_commit_cb(kconf, consumer_commit_cb);
+        rd_kafka_conf_set_opaque(kconf, c);
+        c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, kerrstr, sizeof(kerrstr));
+        if (!c->rk) {
+                af_errstr(AF_ERR_CONFIG, errstr, errstr_size, "kafka consumer: %s", kerrstr);
+                goto fail;
+        }
+        kconf = NULL; /* owned by rk now */
+        c->cooperative = !strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE");
+        rd_kafka_set_log_queue(c->rk, NULL /*main queue, forwarded below*/);
+        /* Everything (main queue: logs, errors; rebalances; messages) into one queue. */
+        rd_kafka_poll_set_consumer(c->rk);
+        c->q = rd_kafka_queue_get_consumer(c->rk);
+        if (pump_init(&c->pump, loop, c->q, consumer_fd_cb, consumer_timer_cb, c, errstr,
+                      errstr_size))
+                goto fail;
+        c->pause_timer = af_timer_new(loop, consumer_pause_timer_cb, c);
+        if (!c->pause_timer) {
+                af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
+                goto fail;
+        }
+
+        subs = rd_kafka_topic_partition_list_new((int) topic_cnt);
+        for (size_t i = 0; i < topic_cnt; i++)
+                rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
+        kerr = rd_kafka_subscribe(c->rk, subs);
+        if (kerr) {
+                af_errstr(kafka_err_map(kerr), errstr, errstr_size, "kafka subscribe: %s",
+                          rd_kafka_err2str(kerr));
+                goto fail;
+        }
+        rd_kafka_topic_partition_list_destroy(subs);
+        return c;
+fail:
+        if (subs)
+                rd_kafka_topic_partition_list_destroy(subs);
+        if (kconf)
+                rd_kafka_conf_destroy(kconf);
+        af_consumer_destroy(c);
+        return NULL;
+}
+
+af_err_t af_consumer_store_offset(af_consumer_t *c, const char *topic, int32_t partition,
+                                  int64_t next_offset) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(l, topic, partition);
+        rd_kafka_resp_err_t kerr;
+
+        tp->offset = next_offset;
+        kerr = rd_kafka_offsets_store(c->rk, l);
+        if (!kerr)
+                kerr = tp->err;
+        rd_kafka_topic_partition_list_destroy(l);
+        /* __STATE: assigned once, revoked since; __UNKNOWN_PARTITION: never assigned here.
+         * Either way the partition is not ours and the offset belongs to its next owner. */
+        if (kerr == RD_KAFKA_RESP_ERR__STATE || kerr == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION)
+                return AF_ERR_STATE;
+        if (kerr)
+                af_warn("kafka consumer: store offset %s [%d] @%lld: %s", topic, (int) partition,
+                        (long long) next_offset, rd_kafka_err2str(kerr));
+        return kafka_err_map(kerr);
+}
+
+af_err_t af_consumer_commit(af_consumer_t *c, bool sync) {
+        rd_kafka_resp_err_t kerr;
+
+        if (c->closed)
+                return AF_ERR_STATE;
+        kerr = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1 /*async*/);
+        if (kerr == RD_KAFKA_RESP_ERR__NO_OFFSET) /* nothing new stored: nothing to do */
+                kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (kerr)
+                af_warn("kafka consumer: commit: %s", rd_kafka_err2str(kerr));
+        return kafka_err_map(kerr);
+}
+
+/* Pause (or resume) every currently assigned partition. */
+static void consumer_pause_assignment(af_consumer_t *c, bool pause) {
+        rd_kafka_topic_partition_list_t *parts = NULL;
+        if (rd_kafka_assignment(c->rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                if (parts->cnt > 0)
+                        consumer_pause(c, parts, pause);
+                rd_kafka_topic_partition_list_destroy(parts);
+        }
+}
+
+/* The hold lasted: pause the partitions so the consumer can poll again (rebalances, the
+ * max.poll.interval.ms keep-alive) without anything new being fetched. Pausing rewinds
+ * the fetch position to the last message handed out, so what was pre-fetched is fetched
+ * again after resume; anything the queue still returns meanwhile goes to the stash. */
+static void consumer_pause_timer_cb(void *opaque) {
+        af_consumer_t *c = opaque;
+        if (c->closed || !c->held || c->paused)
+                return;
+        consumer_pause_assignment(c, true);
+        c->paused = true;
+        af_timer_start(c->pump.kick, 0, false);
+}
+
+void af_consumer_hold(af_consumer_t *c, bool hold) {
+        if (c->closed || c->held == hold)
+                return;
+        c->held = hold;
+        if (hold) {
+                /* Most holds are short (a worker at its concurrency limit frees a slot in
+                 * milliseconds): stop draining at once, pause only if it lasts, because a
+                 * pause costs a refetch and a fetch round trip on resume. */
+                af_timer_start(c->pause_timer, AF_KAFKA_HOLD_PAUSE_MS, false);
+                return;
+        }
+        af_timer_stop(c->pause_timer);
+        if (c->paused) {
+                consumer_pause_assignment(c, false);
+                c->paused = false;
+        }
+        /* Deliver the stash and whatever is queued without waiting for a tick. */
+        af_timer_start(c->pump.kick, 0, false);
+}
+
+af_err_t af_consumer_close(af_consumer_t *c) {
+        rd_kafka_resp_err_t kerr;
+
+        if (c->closed)
+                return AF_OK;
+        /* Stop delivering: the close below serves the final revoke, not messages. */
+        c->held = true;
+        kerr = rd_kafka_commit(c->rk, NULL, 0 /*sync*/);
+        if (kerr && kerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                af_warn("kafka consumer: commit on close: %s", rd_kafka_err2str(kerr));
+        consumer_stash_drop(c, NULL);
+        if (c->pause_timer)
+                af_timer_stop(c->pause_timer);
+        kerr = rd_kafka_consumer_close(c->rk);
+        c->closed = true;
+        if (c->q)
+                rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
+        pump_fini(&c->pump);
+        if (kerr)
+                af_warn("kafka consumer: close: %s", rd_kafka_err2str(kerr));
+        return kafka_err_map(kerr);
+}
+
+void af_consumer_destroy(af_consumer_t *c) {
+        if (!c)
+                return;
+        if (c->rk && !c->closed)
+                af_consumer_close(c);
+        if (c->q && !c->closed)
+                rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
+        pump_fini(&c->pump);
+        af_timer_destroy(c->pause_timer);
+        consumer_stash_drop(c, NULL);
+        free(c->stash);
+        if (c->q)
+                rd_kafka_queue_destroy(c->q);
+        if (c->rk)
+                rd_kafka_destroy(c->rk);
+        free(c);
+}
+
+rd_kafka_t *af_consumer_rk(af_consumer_t *c) {
+        return c->rk;
+}

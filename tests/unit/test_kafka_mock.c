@@ -1,0 +1,331 @@
+/*
+ * test_kafka_mock: libcommon's kafka against librdkafka's in-process mock cluster — fast
+ * checks of the delivery-report path (one report per accepted send, with its offset; an
+ * undeliverable message reports a timeout once), argument and configuration errors, the
+ * consumer's offset store on a partition it does not own, and a produce→consume round trip.
+ * The real broker is exercised by tests/integration/test_kafka_roundtrip.c.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kafka.h"
+#include "log.h"
+
+#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h (kafka.h), as it requires */
+
+#define DEADLINE_MS 20000
+
+typedef struct env_s {
+        af_loop_t *loop;
+        af_config_t *conf;
+} env_t;
+
+static void conf_set(af_config_t *conf, const char *name, const char *value) {
+        char errstr[256];
+        if (af_config_set(conf, name, value, errstr, sizeof(errstr)) != AF_OK)
+                fail_msg("af_config_set %s: %s", name, errstr);
+}
+
+static int setup(void **state) {
+        char errstr[256];
+        env_t *env = calloc(1, sizeof(*env));
+        env->loop = af_loop_new(errstr, sizeof(errstr));
+        env->conf = af_config_new();
+        assert_non_null(env->loop);
+        assert_non_null(env->conf);
+        conf_set(env->conf, "topic.prefix", "unit.");
+        /* librdkafka starts a one-broker mock cluster inside the client. */
+        conf_set(env->conf, "kafka.test.mock.num.brokers", "1");
+        *state = env;
+        return 0;
+}
+
+static int teardown(void **state) {
+        env_t *env = *state;
+        af_config_destroy(env->conf);
+        af_loop_destroy(env->loop);
+        free(env);
+        return 0;
+}
+
+/* ---- loop helpers ----------------------------------------------------------------------- */
+
+typedef struct waiter_s {
+        af_loop_t *loop;
+        bool *done;
+        bool expired;
+} waiter_t;
+
+static void waiter_check(void *opaque) {
+        waiter_t *w = opaque;
+        if (*w->done)
+                af_loop_stop(w->loop);
+}
+
+static void waiter_expire(void *opaque) {
+        waiter_t *w = opaque;
+        w->expired = true;
+        af_loop_stop(w->loop);
+}
+
+static void run_until(af_loop_t *loop, bool *done, const char *what) {
+        waiter_t w = {.loop = loop, .done = done};
+        af_timer_t *check = af_timer_new(loop, waiter_check, &w);
+        af_timer_t *deadline = af_timer_new(loop, waiter_expire, &w);
+        af_timer_start(check, 2, true);
+        af_timer_start(deadline, DEADLINE_MS, false);
+        if (!*done)
+                af_loop_run(loop);
+        af_timer_destroy(check);
+        af_timer_destroy(deadline);
+        if (w.expired && !*done)
+                fail_msg("timed out waiting for %s", what);
+}
+
+typedef struct report_s {
+        int calls;
+        af_err_t err;
+        int32_t partition;
+        int64_t offset;
+} report_t;
+
+typedef struct reports_s {
+        report_t r[64];
+        int want, got;
+        bool done;
+} reports_t;
+
+typedef struct dr_ctx_s {
+        reports_t *rs;
+        int idx;
+} dr_ctx_t;
+
+static void on_delivery(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
+                        void *opaque) {
+        dr_ctx_t *ctx = opaque;
+        report_t *r = &ctx->rs->r[ctx->idx];
+        r->calls++;
+        r->err = err;
+        r->partition = partition;
+        r->offset = offset;
+        if (++ctx->rs->got == ctx->rs->want)
+                ctx->rs->done = true;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_topic_name_has_prefix(void **state) {
+        env_t *env = *state;
+        char out[64];
+        assert_string_equal(af_kafka_topic(env->conf, "tasks.claims", out, sizeof(out)),
+                            "unit.tasks.claims");
+        char small[8];
+        af_kafka_topic(env->conf, "results", small, sizeof(small));
+        assert_string_equal(small, "unit.re"); /* truncated, still terminated */
+}
+
+static void test_each_send_gets_one_report_with_offset(void **state) {
+        env_t *env = *state;
+        char errstr[256];
+        enum { N = 40 };
+        reports_t rs = {.want = N};
+        dr_ctx_t ctx[N];
+        af_producer_t *p = af_producer_new(env->loop, env->conf, errstr, sizeof(errstr));
+        assert_non_null(p);
+        rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(af_producer_rk(p));
+        assert_non_null(mc);
+        assert_int_equal(rd_kafka_mock_topic_create(mc, "unit.results", 2, 1), 0);
+
+        for (int i = 0; i < N; i++) {
+                af_kafka_header_t h = {"content-type", "application/x-protobuf", 22};
+                ctx[i].rs = &rs;
+                ctx[i].idx = i;
+                assert_int_equal(af_producer_send(p, "unit.results", i % 2, "k", 1, "v", 1, &h, 1,
+                                                  on_delivery, &ctx[i], errstr, sizeof(errstr)),
+                                 AF_OK);
+        }
+        assert_int_equal(af_producer_outq_len(p), N);
+        run_until(env->loop, &rs.done, "delivery reports");
+        assert_int_equal(af_producer_outq_len(p), 0);
+        int64_t next[2] = {0, 0};
+        for (int i = 0; i < N; i++) {
+                assert_int_equal(rs.r[i].calls, 1);
+                assert_int_equal(rs.r[i].err, AF_OK);
+                assert_int_equal(rs.r[i].partition, i % 2);
+                /* Per partition, offsets follow the send order (idempotent producer). */
+                assert_int_equal(rs.r[i].offset, next[i % 2]);
+                next[i % 2]++;
+        }
+        af_producer_destroy(p);
+        for (int i = 0; i < N; i++)
+                assert_int_equal(rs.r[i].calls, 1);
+}
+
+static void test_undeliverable_reports_timeout_once(void **state) {
+        env_t *env = *state;
+        char errstr[256];
+        reports_t rs = {.want = 3};
+        dr_ctx_t ctx[3];
+        conf_set(env->conf, "kafka.message.timeout.ms", "300");
+        af_producer_t *p = af_producer_new(env->loop, env->conf, errstr, sizeof(errstr));
+        assert_non_null(p);
+        rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(af_producer_rk(p));
+        assert_int_equal(rd_kafka_mock_topic_create(mc, "unit.audit", 1, 1), 0);
+        assert_int_equal(rd_kafka_mock_broker_set_down(mc, 1), 0);
+        for (int i = 0; i < 3; i++) {
+                ctx[i].rs = &rs;
+                ctx[i].idx = i;
+                assert_int_equal(af_producer_send(p, "unit.audit", -1, NULL, 0, "x", 1, NULL, 0,
+                                                  on_delivery, &ctx[i], errstr, sizeof(errstr)),
+                                 AF_OK);
+        }
+        run_until(env->loop, &rs.done, "timeout reports");
+        for (int i = 0; i < 3; i++) {
+                assert_int_equal(rs.r[i].calls, 1);
+                assert_int_equal(rs.r[i].err, AF_ERR_TIMEOUT);
+                assert_int_equal(rs.r[i].offset, -1);
+        }
+        af_producer_destroy(p);
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(rs.r[i].calls, 1);
+}
+
+static void test_send_without_callback_is_invalid(void **state) {
+        env_t *env = *state;
+        char errstr[256] = "";
+        af_producer_t *p = af_producer_new(env->loop, env->conf, errstr, sizeof(errstr));
+        assert_non_null(p);
+        assert_int_equal(af_producer_send(p, "unit.dlq", -1, NULL, 0, "x", 1, NULL, 0, NULL, NULL,
+                                          errstr, sizeof(errstr)),
+                         AF_ERR_INVALID);
+        assert_non_null(strstr(errstr, "callback"));
+        assert_int_equal(af_producer_send(p, "", -1, NULL, 0, "x", 1, NULL, 0, on_delivery, NULL,
+                                          errstr, sizeof(errstr)),
+                         AF_ERR_INVALID);
+        assert_int_equal(af_producer_outq_len(p), 0);
+        af_producer_destroy(p);
+        af_producer_destroy(NULL);
+        af_consumer_destroy(NULL);
+}
+
+static void test_unknown_kafka_property_names_the_key(void **state) {
+        env_t *env = *state;
+        char errstr[256] = "";
+        conf_set(env->conf, "kafka.no.such.property", "1");
+        assert_null(af_producer_new(env->loop, env->conf, errstr, sizeof(errstr)));
+        assert_non_null(strstr(errstr, "kafka.no.such.property"));
+        const char *topics[] = {"unit.tasks.default"};
+        errstr[0] = '\0';
+        assert_null(af_consumer_new(env->loop, env->conf, "g", topics, 1, (af_consume_cb_t *) abort,
+                                    NULL, NULL, errstr, sizeof(errstr)));
+        assert_non_null(strstr(errstr, "kafka.no.such.property"));
+}
+
+/* Idempotence is what makes retried sends land once: a setting cannot turn it off. */
+static void test_idempotence_cannot_be_disabled(void **state) {
+        env_t *env = *state;
+        char errstr[256], val[16];
+        size_t len = sizeof(val);
+        conf_set(env->conf, "kafka.enable.idempotence", "false");
+        af_producer_t *p = af_producer_new(env->loop, env->conf, errstr, sizeof(errstr));
+        assert_non_null(p);
+        const rd_kafka_conf_t *kc = rd_kafka_conf(af_producer_rk(p));
+        assert_int_equal(rd_kafka_conf_get(kc, "enable.idempotence", val, &len), RD_KAFKA_CONF_OK);
+        assert_string_equal(val, "true");
+        af_producer_destroy(p);
+}
+
+typedef struct consumed_s {
+        int seen[16];
+        int got, want;
+        bool done;
+        int content_type_ok;
+} consumed_t;
+
+static void on_message(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque) {
+        consumed_t *cs = opaque;
+        size_t len = 0;
+        const char *ct = af_kafka_msg_header(msg, "content-type", &len);
+        if (ct && len == 16 && !memcmp(ct, "application/json", 16))
+                cs->content_type_ok++;
+        assert_true(msg->value_len == 1);
+        int i = ((const char *) msg->value)[0] - 'a';
+        assert_true(i >= 0 && i < 16);
+        cs->seen[i]++;
+        assert_int_equal(af_consumer_store_offset(c, msg->topic, msg->partition, msg->offset + 1),
+                         AF_OK);
+        if (++cs->got == cs->want)
+                cs->done = true;
+}
+
+static void test_consume_roundtrip_and_unowned_store(void **state) {
+        env_t *env = *state;
+        char errstr[256], bootstrap[256];
+        enum { N = 16 };
+        reports_t rs = {.want = N};
+        dr_ctx_t ctx[N];
+        af_producer_t *p = af_producer_new(env->loop, env->conf, errstr, sizeof(errstr));
+        assert_non_null(p);
+        rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(af_producer_rk(p));
+        assert_int_equal(rd_kafka_mock_topic_create(mc, "unit.tasks.default", 2, 1), 0);
+        for (int i = 0; i < N; i++) {
+                char v = (char) ('a' + i);
+                af_kafka_header_t h = {"content-type", "application/json", 16};
+                ctx[i].rs = &rs;
+                ctx[i].idx = i;
+                assert_int_equal(af_producer_send(p, "unit.tasks.default", -1, &v, 1, &v, 1, &h, 1,
+                                                  on_delivery, &ctx[i], errstr, sizeof(errstr)),
+                                 AF_OK);
+        }
+        run_until(env->loop, &rs.done, "delivery reports");
+
+        /* The consumer joins the producer's mock cluster. */
+        af_config_t *cconf = af_config_new();
+        snprintf(bootstrap, sizeof(bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(mc));
+        conf_set(cconf, "topic.prefix", "unit.");
+        conf_set(cconf, "kafka.bootstrap.servers", bootstrap);
+        conf_set(cconf, "kafka.session.timeout.ms", "6000");
+        const char *topics[] = {"unit.tasks.default"};
+        consumed_t cs = {.want = N};
+        af_consumer_t *c = af_consumer_new(env->loop, cconf, "unit-group", topics, 1, on_message,
+                                           NULL, &cs, errstr, sizeof(errstr));
+        assert_non_null(c);
+        assert_int_equal(af_consumer_store_offset(c, "unit.tasks.default", 0, 1), AF_ERR_STATE);
+        run_until(env->loop, &cs.done, "consumed messages");
+        for (int i = 0; i < N; i++)
+                assert_int_equal(cs.seen[i], 1);
+        assert_int_equal(cs.content_type_ok, N);
+        assert_int_equal(af_consumer_commit(c, true), AF_OK);
+        assert_int_equal(af_consumer_close(c), AF_OK);
+        assert_int_equal(af_consumer_commit(c, true), AF_ERR_STATE); /* closed */
+        af_consumer_destroy(c);
+        af_producer_destroy(p);
+        af_config_destroy(cconf);
+}
+
+int main(void) {
+        af_log_init("test_kafka_mock", AF_LOG_ERROR);
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_topic_name_has_prefix, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_each_send_gets_one_report_with_offset, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_undeliverable_reports_timeout_once, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_send_without_callback_is_invalid, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_unknown_kafka_property_names_the_key, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_idempotence_cannot_be_disabled, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_consume_roundtrip_and_unowned_store, setup,
+                                                teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
