@@ -1,0 +1,624 @@
+/*
+ * index: the task status index in Redis, behind GET /v1/tasks[/{id}] and cancel.
+ *
+ * Kafka is the system of record; this is soft state fed from the `results` topic (and by
+ * admit.c directly, so a task is visible the moment its 202 is sent). Per task a hash
+ * af:{<id>}:status {status, rank, attempt, tenant, type, json}, where json is the winning
+ * TaskResult as JSON; per tenant sorted sets of task ids (all scores 0, so ids -- ULIDs --
+ * sort by admission time and pages are cut by id): af:idx:{<tenant>}:all, :s:<status>,
+ * :y:<type>, :sy:<status>:<type>.
+ *
+ * Order does not matter: a final state wins over QUEUED/RUNNING whatever order records come in,
+ * a later attempt wins over an earlier one, and the first final record is kept. Each script
+ * touches one slot (the task's, then the tenant's), so a Redis Cluster needs no redesign.
+ *
+ * Rebuild: the consumer has a group of its own per process start with auto.offset.reset
+ * earliest, so every start replays `results` (compacted: one record per task). When Redis
+ * comes back without the marker af:idx:epoch (emptied, restarted without persistence; checked
+ * on every reconnect and every few seconds), or after updates failed while it was down, the
+ * consumer seeks back to the beginning and replays again.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "coord.h"
+#include "ids.h"
+#include "log.h"
+#include "wire_json.h"
+
+#define ENTRY_TTL_MS          "604800000" /* a task's index entry lives a week after its last change */
+#define RANK_FINAL            10
+#define RANK_CANCEL_REQUESTED 3
+#define PENDING_HOLD          4000 /* Redis updates in flight before the consumer is held */
+#define PENDING_RESUME        1000
+#define EPOCH_CHECK_MS        5000
+
+struct af_index_s {
+        af_coord_t *co;
+        af_consumer_t *consumer;
+        int script_apply; /* on the task's hash */
+        int script_sets;  /* on the tenant's sorted sets */
+        int pending;      /* apply chains in flight */
+        bool held;
+        bool replay_needed; /* an update was lost while Redis was down */
+        bool caught_up;
+        af_timer_t *epoch_timer; /* looks for a lost index without a reconnect (FLUSHALL) */
+};
+
+/* KEYS[1] task hash. ARGV: status, rank, attempt, tenant, type, json, ttl_ms.
+ * Returns {previous status ("" when new), tenant, type} when applied, nil when the record
+ * lost. A record without tenant or type (a writer that left them out) keeps the known ones. */
+static const char lua_apply[] =
+        "local cur = redis.call('HMGET', KEYS[1], 'rank', 'attempt', 'status', 'tenant', 'type')\n"
+        "local crank = tonumber(cur[1])\n"
+        "local nrank = tonumber(ARGV[2])\n"
+        "local natt = tonumber(ARGV[3])\n"
+        "if crank then\n"
+        "  local catt = tonumber(cur[2]) or 0\n"
+        "  if crank >= 10 then return false end\n"
+        "  if nrank < 10 then\n"
+        "    if natt < catt then return false end\n"
+        "    if natt == catt and nrank <= crank then return false end\n"
+        "  end\n"
+        "end\n"
+        "local tenant = ARGV[4]\n"
+        "if tenant == '' then tenant = cur[4] or '' end\n"
+        "local ttype = ARGV[5]\n"
+        "if ttype == '' then ttype = cur[5] or '' end\n"
+        "redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'attempt', ARGV[3],\n"
+        "           'tenant', tenant, 'type', ttype, 'json', ARGV[6])\n"
+        "redis.call('PEXPIRE', KEYS[1], ARGV[7])\n"
+        "return {cur[3] or '', tenant, ttype}\n";
+
+/* KEYS: all, y:<type>, s:<new>, sy:<new>:<type>, s:<old>, sy:<old>:<type>. ARGV: id, moved. */
+static const char lua_sets[] = "redis.call('ZADD', KEYS[1], 0, ARGV[1])\n"
+                               "redis.call('ZADD', KEYS[2], 0, ARGV[1])\n"
+                               "if ARGV[2] == '1' then\n"
+                               "  redis.call('ZREM', KEYS[5], ARGV[1])\n"
+                               "  redis.call('ZREM', KEYS[6], ARGV[1])\n"
+                               "end\n"
+                               "redis.call('ZADD', KEYS[3], 0, ARGV[1])\n"
+                               "redis.call('ZADD', KEYS[4], 0, ARGV[1])\n"
+                               "return 1\n";
+
+static int status_rank(Agentfleet__V1__TaskStatus st) {
+        if (af_wire_status_is_final(st))
+                return RANK_FINAL;
+        switch (st) {
+        case AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_QUEUED:
+                return 1;
+        case AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_RUNNING:
+        case AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_RETRYING:
+        case AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_WAITING_APPROVAL:
+                return 2;
+        default:
+                return 0;
+        }
+}
+
+static void task_key(char *out, size_t n, const char *id) {
+        snprintf(out, n, "af:{%s}:status", id);
+}
+
+static void set_key(char *out, size_t n, const char *tenant, const char *kind, const char *a,
+                    const char *b) {
+        if (b)
+                snprintf(out, n, "af:idx:{%s}:%s:%s:%s", tenant, kind, a, b);
+        else if (a)
+                snprintf(out, n, "af:idx:{%s}:%s:%s", tenant, kind, a);
+        else
+                snprintf(out, n, "af:idx:{%s}:%s", tenant, kind);
+}
+
+/* ---- apply -------------------------------------------------------------------------------- */
+
+typedef struct apply_s {
+        af_index_t *ix;
+        char id[64];
+        char tenant[128];
+        char type[128];
+        char status[32];
+        af_index_get_cb_t *cb; /* for mark_cancel: the entry after the change */
+        void *opaque;
+} apply_t;
+
+static void pending_done(af_index_t *ix) {
+        ix->pending--;
+        if (ix->held && ix->pending < PENDING_RESUME && ix->consumer) {
+                ix->held = false;
+                af_consumer_hold(ix->consumer, false);
+        }
+}
+
+static void apply_finish(apply_t *ap, const af_error_t *err) {
+        af_index_t *ix = ap->ix;
+        if (ap->cb) {
+                if (err)
+                        ap->cb(NULL, err, ap->opaque);
+                else
+                        af_index_get(ix, ap->id, ap->cb, ap->opaque);
+        }
+        pending_done(ix);
+        free(ap);
+}
+
+static void sets_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err, void *opaque) {
+        apply_t *ap = opaque;
+        if (err && err->err) {
+                ap->ix->replay_needed = true;
+                af_warn("index: sets of task %s not updated: %s", ap->id, err->msg);
+        }
+        apply_finish(ap, err && err->err ? err : NULL);
+}
+
+static void apply_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err, void *opaque) {
+        apply_t *ap = opaque;
+        af_index_t *ix = ap->ix;
+        const char *outcome = "applied";
+
+        if (err && err->err) {
+                ix->replay_needed = true;
+                af_warn("index: task %s not updated: %s", ap->id, err->msg);
+                outcome = "error";
+        } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+                   reply->element[0]->type != REDIS_REPLY_STRING ||
+                   reply->element[1]->type != REDIS_REPLY_STRING ||
+                   reply->element[2]->type != REDIS_REPLY_STRING) {
+                outcome = "superseded"; /* an older or repeated record: nothing changes */
+        }
+        const char *lv[] = {outcome, NULL};
+        af_metric_add(ix->co->m.index_results, lv, 1);
+        if (strcmp(outcome, "applied")) {
+                apply_finish(ap, err && err->err ? err : NULL);
+                return;
+        }
+        const char *old = reply->element[0]->str;
+        bool moved = *old && strcmp(old, ap->status);
+        snprintf(ap->tenant, sizeof(ap->tenant), "%s", reply->element[1]->str);
+        snprintf(ap->type, sizeof(ap->type), "%s", reply->element[2]->str);
+        char k[6][512];
+        set_key(k[0], sizeof(k[0]), ap->tenant, "all", NULL, NULL);
+        set_key(k[1], sizeof(k[1]), ap->tenant, "y", ap->type, NULL);
+        set_key(k[2], sizeof(k[2]), ap->tenant, "s", ap->status, NULL);
+        set_key(k[3], sizeof(k[3]), ap->tenant, "sy", ap->status, ap->type);
+        set_key(k[4], sizeof(k[4]), ap->tenant, "s", moved ? old : ap->status, NULL);
+        set_key(k[5], sizeof(k[5]), ap->tenant, "sy", moved ? old : ap->status, ap->type);
+        const char *keys[] = {k[0], k[1], k[2], k[3], k[4], k[5]};
+        const char *args[] = {ap->id, moved ? "1" : "0"};
+        af_redis_script_run(ix->co->redis, ix->script_sets, sets_cb, ap, 6, keys, 2, args);
+}
+
+/* Start the two-step update of one task's entry. json is the view to store. */
+static void apply_entry(af_index_t *ix, const char *id, const char *tenant, const char *type,
+                        const char *status, int rank, int attempt, const char *json,
+                        af_index_get_cb_t *cb, void *opaque) {
+        apply_t *ap = calloc(1, sizeof(*ap));
+        char key[128], rank_s[16], att_s[16];
+
+        if (!ap) {
+                if (cb) {
+                        af_error_t e;
+                        af_error_set(&e, AF_ERR_NOMEM, "out of memory");
+                        cb(NULL, &e, opaque);
+                }
+                return;
+        }
+        ap->ix = ix;
+        snprintf(ap->id, sizeof(ap->id), "%s", id);
+        snprintf(ap->tenant, sizeof(ap->tenant), "%s", tenant);
+        snprintf(ap->type, sizeof(ap->type), "%s", type);
+        snprintf(ap->status, sizeof(ap->status), "%s", status);
+        ap->cb = cb;
+        ap->opaque = opaque;
+        task_key(key, sizeof(key), ap->id);
+        snprintf(rank_s, sizeof(rank_s), "%d", rank);
+        snprintf(att_s, sizeof(att_s), "%d", attempt);
+        const char *keys[] = {key};
+        const char *args[] = {ap->status, rank_s, att_s, ap->tenant, ap->type, json, ENTRY_TTL_MS};
+        ix->pending++;
+        if (ix->pending >= PENDING_HOLD && !ix->held && ix->consumer) {
+                ix->held = true;
+                af_consumer_hold(ix->consumer, true);
+        }
+        af_redis_script_run(ix->co->redis, ix->script_apply, apply_cb, ap, 1, keys, 7, args);
+}
+
+void af_index_apply(af_index_t *ix, const Agentfleet__V1__TaskResult *res) {
+        json_t *j;
+        char *text;
+
+        if (!ix || !res->task_id || !af_ulid_valid(res->task_id))
+                return;
+        int rank = status_rank(res->status);
+        if (!rank)
+                return; /* UNSPECIFIED or unknown: nothing a reader could use */
+        j = af_wire_taskresult_to_json(res);
+        if (!j)
+                return;
+        json_object_set_new(j, "id", json_string(res->task_id));
+        text = json_dumps(j, JSON_COMPACT);
+        if (text)
+                apply_entry(ix, res->task_id, res->tenant ? res->tenant : "",
+                            res->type ? res->type : "", af_wire_status2str(res->status), rank,
+                            res->attempt, text, NULL, NULL);
+        free(text);
+        json_decref(j);
+}
+
+/* ---- get ---------------------------------------------------------------------------------- */
+
+typedef struct get_s {
+        af_index_get_cb_t *cb;
+        void *opaque;
+} get_t;
+
+/* Build a view from HMGET status json tenant type: the stored JSON with the hash's status,
+ * tenant and type on top (they may be merged from earlier records). */
+static json_t *entry_from_reply(const redisReply *reply) {
+        json_t *j;
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
+                return NULL;
+        const redisReply *st = reply->element[0], *js = reply->element[1];
+        const redisReply *tn = reply->element[2], *ty = reply->element[3];
+        if (st->type != REDIS_REPLY_STRING || js->type != REDIS_REPLY_STRING)
+                return NULL;
+        j = json_loadb(js->str, js->len, 0, NULL);
+        if (!j || !json_is_object(j)) {
+                json_decref(j);
+                return NULL;
+        }
+        json_object_set_new(j, "status", json_stringn(st->str, st->len));
+        if (tn->type == REDIS_REPLY_STRING && tn->len)
+                json_object_set_new(j, "tenant", json_stringn(tn->str, tn->len));
+        if (ty->type == REDIS_REPLY_STRING && ty->len)
+                json_object_set_new(j, "type", json_stringn(ty->str, ty->len));
+        return j;
+}
+
+static void get_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err, void *opaque) {
+        get_t *g = opaque;
+        json_t *j = NULL;
+        if (err && err->err) {
+                g->cb(NULL, err, g->opaque);
+                free(g);
+                return;
+        }
+        j = entry_from_reply(reply);
+        g->cb(j, NULL, g->opaque);
+        json_decref(j);
+        free(g);
+}
+
+void af_index_get(af_index_t *ix, const char *task_id, af_index_get_cb_t *cb, void *opaque) {
+        char key[128];
+        get_t *g = malloc(sizeof(*g));
+        if (!g) {
+                af_error_t e;
+                af_error_set(&e, AF_ERR_NOMEM, "out of memory");
+                cb(NULL, &e, opaque);
+                return;
+        }
+        g->cb = cb;
+        g->opaque = opaque;
+        task_key(key, sizeof(key), task_id);
+        const char *argv[] = {"HMGET", key, "status", "json", "tenant", "type"};
+        af_redis_commandv(ix->co->redis, get_cb, g, 6, argv, NULL);
+}
+
+/* ---- list --------------------------------------------------------------------------------- */
+
+typedef struct list_s {
+        af_redis_t *redis;
+        af_index_list_cb_t *cb;
+        void *opaque;
+        int limit;
+        size_t cnt; /* ids in the page */
+        size_t got; /* entries answered */
+        char **ids;
+        json_t **entries;
+        bool failed;
+        af_error_t err;
+} list_t;
+
+static void list_free(list_t *l) {
+        for (size_t i = 0; i < l->cnt; i++) {
+                free(l->ids[i]);
+                json_decref(l->entries[i]);
+        }
+        free(l->ids);
+        free(l->entries);
+        free(l);
+}
+
+static void list_finish(list_t *l) {
+        json_t *arr = json_array();
+        const char *next = NULL;
+        for (size_t i = 0; i < l->cnt; i++)
+                if (l->entries[i])
+                        json_array_append(arr, l->entries[i]);
+        /* A full page may have more behind it; the cursor is the last id of this page. */
+        if (l->cnt && (int) l->cnt == l->limit)
+                next = l->ids[l->cnt - 1];
+        if (l->failed)
+                l->cb(NULL, NULL, &l->err, l->opaque);
+        else
+                l->cb(arr, next, NULL, l->opaque);
+        json_decref(arr);
+        list_free(l);
+}
+
+typedef struct list_item_s {
+        list_t *l;
+        size_t i;
+} list_item_t;
+
+static void list_item_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err,
+                         void *opaque) {
+        list_item_t *it = opaque;
+        list_t *l = it->l;
+        if (err && err->err) {
+                l->failed = true;
+                l->err = *err;
+        } else {
+                l->entries[it->i] = entry_from_reply(reply);
+        }
+        free(it);
+        if (++l->got == l->cnt)
+                list_finish(l);
+}
+
+static void list_ids_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err,
+                        void *opaque) {
+        list_t *l = opaque;
+        if (err && err->err) {
+                l->failed = true;
+                l->err = *err;
+                list_finish(l);
+                return;
+        }
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
+                list_finish(l);
+                return;
+        }
+        l->ids = calloc(reply->elements, sizeof(*l->ids));
+        l->entries = calloc(reply->elements, sizeof(*l->entries));
+        if (!l->ids || !l->entries) {
+                l->failed = true;
+                af_error_set(&l->err, AF_ERR_NOMEM, "out of memory");
+                list_finish(l);
+                return;
+        }
+        for (size_t i = 0; i < reply->elements; i++)
+                if (reply->element[i]->type == REDIS_REPLY_STRING)
+                        l->ids[l->cnt++] = strndup(reply->element[i]->str, reply->element[i]->len);
+        if (!l->cnt) {
+                list_finish(l);
+                return;
+        }
+        /* The loop below may finish l from a callback only after the last command is sent,
+         * since callbacks never run inside the issuing call (redis.h). */
+        size_t cnt = l->cnt;
+        for (size_t i = 0; i < cnt; i++) {
+                char key[128];
+                list_item_t *it = malloc(sizeof(*it));
+                if (!it) {
+                        /* account for it as answered, with an error */
+                        l->failed = true;
+                        af_error_set(&l->err, AF_ERR_NOMEM, "out of memory");
+                        if (++l->got == l->cnt) {
+                                list_finish(l);
+                                return;
+                        }
+                        continue;
+                }
+                it->l = l;
+                it->i = i;
+                task_key(key, sizeof(key), l->ids[i] ? l->ids[i] : "");
+                const char *argv[] = {"HMGET", key, "status", "json", "tenant", "type"};
+                af_redis_commandv(l->redis, list_item_cb, it, 6, argv, NULL);
+        }
+}
+
+void af_index_list(af_index_t *ix, const af_index_query_t *q, af_index_list_cb_t *cb,
+                   void *opaque) {
+        char key[512], max[96], lim[16];
+        list_t *l = calloc(1, sizeof(*l));
+
+        if (!l) {
+                af_error_t e;
+                af_error_set(&e, AF_ERR_NOMEM, "out of memory");
+                cb(NULL, NULL, &e, opaque);
+                return;
+        }
+        l->redis = ix->co->redis;
+        l->cb = cb;
+        l->opaque = opaque;
+        l->limit = q->limit;
+        if (q->status && q->type)
+                set_key(key, sizeof(key), q->tenant, "sy", q->status, q->type);
+        else if (q->status)
+                set_key(key, sizeof(key), q->tenant, "s", q->status, NULL);
+        else if (q->type)
+                set_key(key, sizeof(key), q->tenant, "y", q->type, NULL);
+        else
+                set_key(key, sizeof(key), q->tenant, "all", NULL, NULL);
+        /* Newest first; the next page starts strictly below the cursor id. */
+        if (q->cursor && *q->cursor)
+                snprintf(max, sizeof(max), "(%s", q->cursor);
+        else
+                snprintf(max, sizeof(max), "+");
+        snprintf(lim, sizeof(lim), "%d", q->limit);
+        const char *argv[] = {"ZREVRANGEBYLEX", key, max, "-", "LIMIT", "0", lim};
+        af_redis_commandv(ix->co->redis, list_ids_cb, l, 7, argv, NULL);
+}
+
+/* ---- cancel ------------------------------------------------------------------------------- */
+
+typedef struct cancel_s {
+        af_index_t *ix;
+        char id[64];
+        af_index_get_cb_t *cb;
+        void *opaque;
+} cancel_t;
+
+static void cancel_got(json_t *entry, const af_error_t *err, void *opaque) {
+        cancel_t *c = opaque;
+        if (err || !entry) {
+                c->cb(NULL, err, c->opaque);
+                free(c);
+                return;
+        }
+        const char *status = json_string_value(json_object_get(entry, "status"));
+        if (status && af_wire_str2status(status) > 0 &&
+            af_wire_status_is_final((Agentfleet__V1__TaskStatus) af_wire_str2status(status))) {
+                c->cb(entry, NULL, c->opaque); /* too late: the caller sees the final state */
+                free(c);
+                return;
+        }
+        json_t *view = json_deep_copy(entry);
+        json_object_set_new(view, "status", json_string("cancel_requested"));
+        char *text = json_dumps(view, JSON_COMPACT);
+        const char *tenant = json_string_value(json_object_get(entry, "tenant"));
+        const char *type = json_string_value(json_object_get(entry, "type"));
+        json_int_t attempt = json_integer_value(json_object_get(entry, "attempt"));
+        if (text)
+                apply_entry(c->ix, c->id, tenant ? tenant : "", type ? type : "",
+                            "cancel_requested", RANK_CANCEL_REQUESTED, (int) attempt, text, c->cb,
+                            c->opaque);
+        else
+                c->cb(entry, NULL, c->opaque);
+        free(text);
+        json_decref(view);
+        free(c);
+}
+
+void af_index_mark_cancel(af_index_t *ix, const char *task_id, af_index_get_cb_t *cb,
+                          void *opaque) {
+        cancel_t *c = calloc(1, sizeof(*c));
+        if (!c) {
+                af_error_t e;
+                af_error_set(&e, AF_ERR_NOMEM, "out of memory");
+                cb(NULL, &e, opaque);
+                return;
+        }
+        c->ix = ix;
+        snprintf(c->id, sizeof(c->id), "%s", task_id);
+        c->cb = cb;
+        c->opaque = opaque;
+        af_index_get(ix, task_id, cancel_got, c);
+}
+
+/* ---- the results consumer ----------------------------------------------------------------- */
+
+static void on_result(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque) {
+        af_index_t *ix = opaque;
+        Agentfleet__V1__TaskResult *res;
+
+        ix->caught_up = true;
+        if (!msg->value || !msg->value_len)
+                return; /* a tombstone: compaction deleted the task; nothing to index */
+        res = agentfleet__v1__task_result__unpack(NULL, msg->value_len, msg->value);
+        if (!res) {
+                const char *lv[] = {"undecodable", NULL};
+                af_metric_add(ix->co->m.index_results, lv, 1);
+                af_warn("index: undecodable record on %s [%d] @%lld skipped", msg->topic,
+                        (int) msg->partition, (long long) msg->offset);
+                return;
+        }
+        af_index_apply(ix, res);
+        agentfleet__v1__task_result__free_unpacked(res, NULL);
+}
+
+/* Re-read `results` from the beginning on every assigned partition. */
+static void replay_from_start(af_index_t *ix) {
+        rd_kafka_topic_partition_list_t *parts = NULL;
+        rd_kafka_t *rk = ix->consumer ? af_consumer_rk(ix->consumer) : NULL;
+        rd_kafka_error_t *error;
+
+        if (!rk || rd_kafka_assignment(rk, &parts) || !parts)
+                return;
+        if (parts->cnt == 0) {
+                /* Not assigned yet: the fresh group starts at the earliest offset anyway. */
+                rd_kafka_topic_partition_list_destroy(parts);
+                return;
+        }
+        for (int i = 0; i < parts->cnt; i++)
+                parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        af_info("index: replaying %s from the beginning (%d partitions)", ix->co->topic_results,
+                parts->cnt);
+        error = rd_kafka_seek_partitions(rk, parts, 2000);
+        if (error) {
+                af_warn("index: seek failed: %s", rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+                ix->replay_needed = true;
+        }
+        rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void epoch_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err, void *opaque) {
+        af_index_t *ix = opaque;
+        if (err && err->err)
+                return; /* down again: the next "up" checks again */
+        /* SET NX answered OK: the marker was missing, so Redis lost the index. */
+        if (reply->type == REDIS_REPLY_STATUS || ix->replay_needed) {
+                ix->replay_needed = false;
+                replay_from_start(ix);
+        }
+}
+
+void af_index_redis_state(af_index_t *ix, bool up) {
+        char epoch[AF_ULID_LEN + 1];
+        if (!ix || !up)
+                return;
+        af_ulid_new(epoch);
+        const char *argv[] = {"SET", "af:idx:epoch", epoch, "NX"};
+        af_redis_commandv(ix->co->redis, epoch_cb, ix, 4, argv, NULL);
+}
+
+static void epoch_tick(void *opaque) {
+        af_index_t *ix = opaque;
+        af_index_redis_state(ix, af_redis_is_up(ix->co->redis));
+}
+
+bool af_index_ready(const af_index_t *ix) {
+        return ix && ix->caught_up;
+}
+
+af_index_t *af_index_new(af_coord_t *co, char *errstr, size_t errstr_size) {
+        af_index_t *ix = calloc(1, sizeof(*ix));
+        char group[256], id[AF_ULID_LEN + 1];
+        const char *topics[1];
+
+        if (!ix) {
+                af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        ix->co = co;
+        ix->script_apply = af_redis_script_add(co->redis, lua_apply);
+        ix->script_sets = af_redis_script_add(co->redis, lua_sets);
+        /* A group of its own per start: all partitions, from the beginning (the process's
+         * kafka.auto.offset.reset is earliest), nothing committed that matters. */
+        af_ulid_new(id);
+        snprintf(group, sizeof(group), "%s-index-%s",
+                 af_config_str(co->conf, "coordinator.group_id"), id);
+        topics[0] = co->topic_results;
+        ix->consumer = af_consumer_new(co->loop, co->conf, group, topics, 1, on_result, NULL, ix,
+                                       errstr, errstr_size);
+        if (!ix->consumer) {
+                free(ix);
+                return NULL;
+        }
+        if ((ix->epoch_timer = af_timer_new(co->loop, epoch_tick, ix)))
+                af_timer_start(ix->epoch_timer, EPOCH_CHECK_MS, true);
+        return ix;
+}
+
+void af_index_destroy(af_index_t *ix) {
+        if (!ix)
+                return;
+        af_timer_destroy(ix->epoch_timer);
+        af_consumer_destroy(ix->consumer);
+        free(ix);
+}

@@ -1,0 +1,313 @@
+/*
+ * Unit tests of libcommon/wire_json: the JSON form of TaskRequest (every field, both payload
+ * forms, precise errors naming the field), the JSON views of Task/TaskResult/DeadLetter, the
+ * status names, and the signing rule shared with producers in other languages.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "dlq.h"
+#include "wire_json.h"
+
+static Agentfleet__V1__TaskRequest *parse_ok(const char *json, unsigned flags) {
+        char errstr[256] = "";
+        Agentfleet__V1__TaskRequest *req = NULL;
+        af_err_t err = af_wire_taskrequest_from_json(json, strlen(json), flags, &req, errstr,
+                                                     sizeof(errstr));
+        if (err)
+                print_error("unexpected error: %s\n", errstr);
+        assert_int_equal(err, AF_OK);
+        assert_non_null(req);
+        return req;
+}
+
+static void parse_fails(const char *json, unsigned flags, const char *want_in_msg) {
+        char errstr[256] = "";
+        Agentfleet__V1__TaskRequest *req = (void *) 1;
+        af_err_t err = af_wire_taskrequest_from_json(json, strlen(json), flags, &req, errstr,
+                                                     sizeof(errstr));
+        assert_int_equal(err, AF_ERR_INVALID);
+        assert_null(req);
+        if (!strstr(errstr, want_in_msg))
+                fail_msg("error \"%s\" does not contain \"%s\"", errstr, want_in_msg);
+}
+
+static void test_request_all_fields(void **state) {
+        Agentfleet__V1__TaskRequest *req = parse_ok(
+                "{\"type\":\"claim.triage\",\"tenant\":\"acme\",\"principal\":\"intake\","
+                "\"case_key\":\"C-1\",\"idempotency_key\":\"k1\",\"payload\":{\"b\":1,\"a\":[true]}"
+                ","
+                "\"priority\":5,\"deadline_ms\":1700000000000,\"max_attempts\":3,"
+                "\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\","
+                "\"token\":\"t\",\"key_id\":\"svc\",\"signature\":\"ab\",\"request_id\":\"r1\"}",
+                AF_WIRE_F_STRICT);
+        assert_string_equal(req->type, "claim.triage");
+        assert_string_equal(req->tenant, "acme");
+        assert_string_equal(req->principal, "intake");
+        assert_string_equal(req->case_key, "C-1");
+        assert_string_equal(req->idempotency_key, "k1");
+        /* object payloads are dumped compact with sorted keys (the signing rule) */
+        assert_string_equal(req->payload, "{\"a\":[true],\"b\":1}");
+        assert_int_equal(req->priority, 5);
+        assert_int_equal(req->deadline_ms, 1700000000000LL);
+        assert_int_equal(req->max_attempts, 3);
+        assert_string_equal(req->token, "t");
+        assert_string_equal(req->key_id, "svc");
+        assert_string_equal(req->signature, "ab");
+        assert_string_equal(req->request_id, "r1");
+        af_wire_taskrequest_free(req);
+}
+
+static void test_request_payload_string_kept_verbatim(void **state) {
+        Agentfleet__V1__TaskRequest *req =
+                parse_ok("{\"type\":\"x\",\"payload\":\"{\\\"z\\\": 1, \\\"a\\\": 2}\"}", 0);
+        assert_string_equal(req->payload, "{\"z\": 1, \"a\": 2}");
+        assert_string_equal(req->tenant, ""); /* absent = empty, like proto3 */
+        af_wire_taskrequest_free(req);
+}
+
+static void test_request_nulls_are_absent(void **state) {
+        Agentfleet__V1__TaskRequest *req =
+                parse_ok("{\"type\":\"x\",\"priority\":null,\"payload\":null}", AF_WIRE_F_STRICT);
+        assert_int_equal(req->priority, 0);
+        assert_string_equal(req->payload, "");
+        af_wire_taskrequest_free(req);
+}
+
+static void test_request_unknown_field(void **state) {
+        parse_fails("{\"type\":\"x\",\"tpye\":\"y\"}", AF_WIRE_F_STRICT, "unknown field \"tpye\"");
+        /* without STRICT it is ignored, like an unknown protobuf field */
+        af_wire_taskrequest_free(parse_ok("{\"type\":\"x\",\"tpye\":\"y\"}", 0));
+}
+
+static void test_request_errors_name_the_field(void **state) {
+        parse_fails("{\"priority\":\"high\"}", 0,
+                    "field \"priority\": expected an integer, got a string");
+        parse_fails("{\"priority\":1.5}", 0, "field \"priority\"");
+        parse_fails("{\"priority\":4294967296}", 0,
+                    "field \"priority\": 4294967296 is out of range");
+        parse_fails("{\"type\":7}", 0, "field \"type\": expected a string, got an integer");
+        parse_fails("{\"payload\":[1]}", 0, "field \"payload\": expected an object or a string");
+        parse_fails("{\"case_key\":\"a\\u0000b\"}", 0, "is not allowed");
+        parse_fails("{\"deadline_ms\":true}", 0,
+                    "field \"deadline_ms\": expected an integer, got a boolean");
+}
+
+static void test_request_not_json(void **state) {
+        parse_fails("{\"type\":", 0, "invalid JSON at line 1");
+        parse_fails("[1,2]", 0, "expected a JSON object, got an array");
+        parse_fails("", 0, "invalid JSON");
+        parse_fails("{\"type\":\"a\",\"type\":\"b\"}", 0, "duplicate");
+}
+
+static void test_request_to_json_hides_token(void **state) {
+        Agentfleet__V1__TaskRequest *req =
+                parse_ok("{\"type\":\"x\",\"token\":\"s3cret-token\",\"payload\":{\"n\":1}}", 0);
+        json_t *o = af_wire_taskrequest_to_json(req);
+        char *s = json_dumps(o, JSON_COMPACT);
+        assert_null(strstr(s, "s3cret-token"));
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "payload"), "n")),
+                         1);
+        free(s);
+        json_decref(o);
+        af_wire_taskrequest_free(req);
+}
+
+static void test_task_to_json(void **state) {
+        Agentfleet__V1__Task t = AGENTFLEET__V1__TASK__INIT;
+        Agentfleet__V1__Versions v = AGENTFLEET__V1__VERSIONS__INIT;
+        v.config_hash = "abc";
+        t.id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        t.type = "noop";
+        t.payload = "{\"k\":\"v\"}";
+        t.attempt = 1;
+        t.created_at_ms = 42;
+        t.versions = &v;
+        t.origin = AGENTFLEET__V1__ORIGIN__ORIGIN_KAFKA;
+        json_t *o = af_wire_task_to_json(&t);
+        assert_string_equal(json_string_value(json_object_get(o, "id")), t.id);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(o, "payload"), "k")),
+                            "v");
+        assert_string_equal(
+                json_string_value(json_object_get(json_object_get(o, "versions"), "config_hash")),
+                "abc");
+        assert_string_equal(json_string_value(json_object_get(o, "origin")), "kafka");
+        assert_int_equal(json_integer_value(json_object_get(o, "created_at_ms")), 42);
+        json_decref(o);
+}
+
+static void test_result_to_json(void **state) {
+        Agentfleet__V1__TaskResult r = AGENTFLEET__V1__TASK_RESULT__INIT;
+        Agentfleet__V1__Error e = AGENTFLEET__V1__ERROR__INIT;
+        Agentfleet__V1__Usage u = AGENTFLEET__V1__USAGE__INIT;
+        r.task_id = "T";
+        r.status = AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_FAILED;
+        r.output = "not json";
+        e.code = "http_503";
+        e.message = "upstream";
+        e.retriable = 1;
+        r.error = &e;
+        u.prompt_tokens = 350;
+        r.usage = &u;
+        json_t *o = af_wire_taskresult_to_json(&r);
+        assert_string_equal(json_string_value(json_object_get(o, "status")), "failed");
+        assert_string_equal(json_string_value(json_object_get(o, "output")), "not json");
+        assert_true(json_is_true(json_object_get(json_object_get(o, "error"), "retriable")));
+        assert_int_equal(
+                json_integer_value(json_object_get(json_object_get(o, "usage"), "prompt_tokens")),
+                350);
+        assert_true(json_is_null(json_object_get(o, "timings")));
+        json_decref(o);
+}
+
+static void test_status_names(void **state) {
+        assert_string_equal(
+                af_wire_status2str(AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_WAITING_APPROVAL),
+                "waiting_approval");
+        assert_int_equal(af_wire_str2status("cancelled"),
+                         AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_CANCELLED);
+        assert_int_equal(af_wire_str2status("unspecified"), -1);
+        assert_int_equal(af_wire_str2status("bogus"), -1);
+        assert_string_equal(af_wire_status2str((Agentfleet__V1__TaskStatus) 99), "unspecified");
+        assert_true(af_wire_status_is_final(AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_DEAD));
+        assert_false(af_wire_status_is_final(AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_RUNNING));
+        assert_false(af_wire_status_is_final(AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_QUEUED));
+}
+
+static void test_sign_canonical_string(void **state) {
+        Agentfleet__V1__TaskRequest req = AGENTFLEET__V1__TASK_REQUEST__INIT;
+        req.type = "t";
+        req.tenant = "acme";
+        req.payload = "{}";
+        req.request_id = "r";
+        req.token = "ignored";
+        af_buf_t b;
+        af_buf_init(&b, 1024);
+        assert_int_equal(af_wire_taskrequest_canonical(&req, &b), AF_OK);
+        assert_string_equal(af_buf_str(&b), "t\nacme\n\n\n\n{}\nr");
+
+        char sig[65], want[65];
+        af_hmac_sha256_hex("key", 3, af_buf_str(&b), b.len, want);
+        assert_int_equal(af_wire_taskrequest_sign(&req, "key", 3, sig), AF_OK);
+        assert_string_equal(sig, want);
+        req.signature = sig;
+        assert_true(af_wire_taskrequest_verify(&req, "key", 3));
+        assert_false(af_wire_taskrequest_verify(&req, "other", 5));
+        req.case_key = "tampered";
+        assert_false(af_wire_taskrequest_verify(&req, "key", 3));
+        req.case_key = "";
+        req.signature = "abc"; /* wrong length */
+        assert_false(af_wire_taskrequest_verify(&req, "key", 3));
+        af_buf_free(&b);
+}
+
+static void test_dlq_pack_roundtrip(void **state) {
+        af_dlq_entry_t e;
+        memset(&e, 0, sizeof(e));
+        e.source_topic = "agentfleet.requests";
+        e.source_partition = 2;
+        e.source_offset = 77;
+        e.original = "\x01\x02garbage";
+        e.original_len = 9;
+        e.content_type = "application/x-protobuf";
+        e.component = "coordinator";
+        e.err = AF_ERR_INVALID;
+        e.reason = "protobuf decode failed";
+        e.attempts = 1;
+        size_t len = 0;
+        char id[27];
+        uint8_t *bytes = af_dlq_pack(&e, &len, id);
+        assert_non_null(bytes);
+        Agentfleet__V1__DeadLetter *dl = agentfleet__v1__dead_letter__unpack(NULL, len, bytes);
+        assert_non_null(dl);
+        assert_string_equal(dl->id, id);
+        assert_string_equal(dl->reason, "protobuf decode failed");
+        assert_string_equal(dl->error->code, af_err2code(AF_ERR_INVALID));
+        assert_int_equal(dl->source_offset, 77);
+        assert_int_equal(dl->original.len, 9);
+        assert_memory_equal(dl->original.data, "\x01\x02garbage", 9);
+        json_t *o = af_wire_deadletter_to_json(dl);
+        assert_string_equal(json_string_value(json_object_get(o, "original_hex")),
+                            "010267617262616765");
+        json_decref(o);
+        agentfleet__v1__dead_letter__free_unpacked(dl, NULL);
+        free(bytes);
+}
+
+static void check_fails(const char *json, size_t max, af_err_t want, const char *needle) {
+        Agentfleet__V1__TaskRequest *req = parse_ok(json, 0);
+        char errstr[256] = "";
+        af_err_t err = af_wire_taskrequest_check(req, max, 1000, errstr, sizeof(errstr));
+        assert_int_equal(err, want);
+        if (!strstr(errstr, needle))
+                fail_msg("error \"%s\" does not contain \"%s\"", errstr, needle);
+        af_wire_taskrequest_free(req);
+}
+
+static void test_check_values(void **state) {
+        Agentfleet__V1__TaskRequest *req = parse_ok(
+                "{\"type\":\"t\",\"payload\":{\"a\":1},\"priority\":9,\"deadline_ms\":2000,"
+                "\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}",
+                0);
+        char errstr[256];
+        assert_int_equal(af_wire_taskrequest_check(req, 1024, 1000, errstr, sizeof(errstr)), AF_OK);
+        af_wire_taskrequest_free(req);
+        /* no payload at all is {} */
+        req = parse_ok("{\"type\":\"t\"}", 0);
+        assert_int_equal(af_wire_taskrequest_check(req, 1024, 1000, errstr, sizeof(errstr)), AF_OK);
+        af_wire_taskrequest_free(req);
+
+        check_fails("{\"payload\":{\"a\":\"0123456789\"}}", 10, AF_ERR_TOO_LARGE,
+                    "over the limit of 10");
+        check_fails("{\"payload\":\"[1]\"}", 100, AF_ERR_INVALID,
+                    "expected a JSON object, got an array");
+        check_fails("{\"payload\":\"{bad\"}", 100, AF_ERR_INVALID,
+                    "field \"payload\": invalid JSON");
+        check_fails("{\"priority\":10}", 100, AF_ERR_INVALID, "field \"priority\"");
+        check_fails("{\"priority\":-1}", 100, AF_ERR_INVALID, "field \"priority\"");
+        check_fails("{\"deadline_ms\":999}", 100, AF_ERR_INVALID, "field \"deadline_ms\"");
+        check_fails("{\"max_attempts\":101}", 100, AF_ERR_INVALID, "field \"max_attempts\"");
+        check_fails("{\"traceparent\":\"00-abc\"}", 100, AF_ERR_INVALID, "field \"traceparent\"");
+        char big[400];
+        snprintf(big, sizeof(big), "{\"case_key\":\"%0300d\"}", 0);
+        check_fails(big, 100, AF_ERR_INVALID, "field \"case_key\": longer than 256");
+}
+
+static void test_traceparent(void **state) {
+        assert_true(af_wire_traceparent_valid(
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert_false(af_wire_traceparent_valid(
+                "00-00000000000000000000000000000000-b7ad6b7169203331-01"));
+        assert_false(af_wire_traceparent_valid(
+                "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"));
+        assert_false(af_wire_traceparent_valid(
+                "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"));
+        assert_false(af_wire_traceparent_valid(
+                "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert_false(af_wire_traceparent_valid(""));
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_request_all_fields),
+                cmocka_unit_test(test_request_payload_string_kept_verbatim),
+                cmocka_unit_test(test_request_nulls_are_absent),
+                cmocka_unit_test(test_request_unknown_field),
+                cmocka_unit_test(test_request_errors_name_the_field),
+                cmocka_unit_test(test_request_not_json),
+                cmocka_unit_test(test_request_to_json_hides_token),
+                cmocka_unit_test(test_task_to_json),
+                cmocka_unit_test(test_result_to_json),
+                cmocka_unit_test(test_status_names),
+                cmocka_unit_test(test_sign_canonical_string),
+                cmocka_unit_test(test_dlq_pack_roundtrip),
+                cmocka_unit_test(test_check_values),
+                cmocka_unit_test(test_traceparent),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
