@@ -60,4 +60,26 @@ int af_redis_script_add(af_redis_t *r, const char *lua);
 void af_redis_script_run(af_redis_t *r, int script, af_redis_reply_cb_t *cb, void *opaque,
                          int nkeys, const char **keys, int nargs, const char **args);
 
+
+/* ==== Appended by the redis module (binary-safe scripts; helpers exposed for unit tests).
+ * Implemented in redis.c. Nothing above this banner was changed. ========================== */
+
+/* Like af_redis_script_run, with explicit lengths so keys and args may hold any bytes
+ * (a serialized TaskResult as a script argument). keylens/arglens may be NULL for C strings.
+ * The keys and args are copied: the caller's buffers may go away once this returns. */
+void af_redis_script_runv(af_redis_t *r, int script, af_redis_reply_cb_t *cb, void *opaque,
+                          int nkeys, const char **keys, const size_t *keylens, int nargs,
+                          const char **args, const size_t *arglens);
+
+/* Note: af_redis_script_add() of a script already registered on this client returns the
+ * existing handle (so modules may register lazily, on first use). */
+
+/* The SHA-1 of a script as Redis names it for EVALSHA: 40 lower-case hex chars and a NUL. */
+void af_redis_script_sha1(const char *lua, size_t len, char out[41]);
+
+/* @returns whether a Redis error reply (its text, e.g. "LOADING Redis is loading...") is
+ * transient: LOADING, BUSY, TRYAGAIN, MASTERDOWN, CLUSTERDOWN, READONLY. The error code is
+ * AF_ERR_UPSTREAM either way; this only sets its retriable flag. */
+bool af_redis_error_is_transient(const char *msg, size_t len);
+
 #endif
