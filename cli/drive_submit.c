@@ -1,0 +1,384 @@
+/*
+ * drive_submit: the submission pump of `agentfleet drive`.
+ *
+ * Submission must never be the bottleneck of a benchmark, so nothing here waits: up to
+ * --concurrency API requests are in flight on the loop's curl multi, and Kafka requests are
+ * handed to librdkafka, which batches them (its queue is the only limit; a full queue pauses
+ * the Kafka side until a delivery report frees room). The two paths interleave in task order
+ * so the API/Kafka mix holds during the whole run. A refused-but-retriable submission (5xx,
+ * 429, network, failed delivery) is retried with back-off under the same idempotency key,
+ * which the coordinator uses to return the same task: a retry can never double a task.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "clock.h"
+#include "log.h"
+
+#include "drive.h"
+
+#define DRIVE_MAX_ATTEMPTS  8
+#define DRIVE_RETRY_BASE_MS 100
+#define DRIVE_RETRY_CAP_MS  5000
+
+/* What travels with one API request or Kafka message. */
+typedef struct drive_sub_ctx_s {
+        drive_t *d;
+        int64_t idx;
+} drive_sub_ctx_t;
+
+int64_t drive_now_us(void) {
+        return af_clock_mono_us();
+}
+
+bool drive_submission_done(const drive_t *d) {
+        return d->accepted + d->refused >= d->o.tasks;
+}
+
+/* The idempotency key of task idx: unique per run, stable across its retries. */
+static void task_key(const drive_t *d, int64_t idx, char *out, size_t out_size) {
+        snprintf(out, out_size, "drv-%s-%lld", d->run_tag, (long long) idx);
+}
+
+/* The payload of task idx (caller frees), and its case key into case_key. The sample is
+ * cycled; its --unique-field (claim_id) is suffixed with the run and index, because the
+ * simagent counts a second application to the same business entity under another key as a
+ * duplicate side effect — reused claim ids would be reported as duplicates that are not. */
+static char *task_payload(const drive_t *d, int64_t idx, char *case_key, size_t case_key_size) {
+        json_t *sample = json_array_get(d->payloads,
+                                        (size_t) (idx % (int64_t) json_array_size(d->payloads)));
+        json_t *copy = NULL;
+        const char *field = d->o.unique_field;
+        char *text = NULL;
+
+        task_key(d, idx, case_key, case_key_size);
+        if (field && *field && json_is_object(sample) &&
+            json_is_string(json_object_get(sample, field))) {
+                char unique[512];
+                copy = json_copy(sample); /* shallow: only the top level changes */
+                if (!copy)
+                        return NULL;
+                snprintf(unique, sizeof(unique), "%s-%s-%lld",
+                         json_string_value(json_object_get(sample, field)), d->run_tag,
+                         (long long) idx);
+                json_object_set_new(copy, field, json_string(unique));
+                snprintf(case_key, case_key_size, "%s", unique);
+                sample = copy;
+        }
+        text = json_dumps(sample, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(copy);
+        return text;
+}
+
+/* Give up on task idx. */
+static void task_refuse(drive_t *d, int64_t idx, const char *why) {
+        drive_task_t *t = &d->tasks[idx];
+
+        t->sub = DRIVE_SUB_REFUSED;
+        d->refused++;
+        if (!d->first_refusal[0])
+                snprintf(d->first_refusal, sizeof(d->first_refusal), "%s", why);
+        af_debug("drive: task %lld refused: %s", (long long) idx, why);
+}
+
+/* Queue task idx for another attempt after a back-off (or retry_after_ms when the server
+ * said so), or refuse it when it has had its attempts. */
+static void task_retry(drive_t *d, int64_t idx, int64_t retry_after_ms, const char *why) {
+        drive_task_t *t = &d->tasks[idx];
+        int64_t delay_ms;
+
+        if (t->attempts >= DRIVE_MAX_ATTEMPTS) {
+                task_refuse(d, idx, why);
+                return;
+        }
+        delay_ms = af_backoff_delay_ms(t->attempts, DRIVE_RETRY_BASE_MS, DRIVE_RETRY_CAP_MS);
+        if (retry_after_ms > delay_ms)
+                delay_ms = retry_after_ms > 60000 ? 60000 : retry_after_ms;
+        t->sub = DRIVE_SUB_PENDING;
+        t->due_us = drive_now_us() + delay_ms * 1000;
+        d->retry_q[(d->retry_head + d->retry_len) % d->o.tasks] = idx;
+        d->retry_len++;
+}
+
+/* ---- over the API -------------------------------------------------------------------------- */
+
+static void api_done_cb(const af_http_response_t *resp, const af_error_t *err, void *opaque) {
+        drive_sub_ctx_t *ctx = opaque;
+        drive_t *d = ctx->d;
+        int64_t idx = ctx->idx;
+        char why[512];
+
+        free(ctx);
+        d->api_in_flight--;
+        if (err && err->err != AF_OK) {
+                snprintf(why, sizeof(why), "API: %s",
+                         err->msg[0] ? err->msg : af_err2str(err->err));
+                if (err->err == AF_ERR_CANCELLED)
+                        task_refuse(d, idx, why); /* the run is ending */
+                else
+                        task_retry(d, idx, 0, why);
+        } else if (resp->status >= 200 && resp->status < 300) {
+                json_t *j = json_loadb(resp->body, resp->body_len, 0, NULL);
+                const char *id = af_cli_task_id(j);
+                if (id)
+                        drive_results_note_id(d, idx, id);
+                d->tasks[idx].sub = DRIVE_SUB_ACCEPTED;
+                d->accepted++;
+                d->api_accepted++;
+                json_decref(j);
+        } else {
+                snprintf(why, sizeof(why), "API: HTTP %d: %.300s", resp->status,
+                         resp->body ? resp->body : "");
+                if (af_cli_exit_for_http(resp->status) == AF_CLI_EXIT_SERVER)
+                        task_retry(d, idx, resp->retry_after_ms, why);
+                else
+                        task_refuse(d, idx, why); /* 4xx: retrying cannot help */
+        }
+        if (!d->stopping)
+                drive_pump(d);
+        drive_on_final(d);
+}
+
+/* @returns whether the request was started. */
+static bool api_send(drive_t *d, int64_t idx) {
+        char key[64], case_key[600], idem_hdr[96], errstr[256];
+        const char *headers[5];
+        size_t hn = 0;
+        char *payload = NULL, *body = NULL, *url = NULL;
+        json_t *j = NULL;
+        drive_sub_ctx_t *ctx = NULL;
+        af_http_request_t req = {0};
+        bool ok = false;
+
+        task_key(d, idx, key, sizeof(key));
+        payload = task_payload(d, idx, case_key, sizeof(case_key));
+        if (!payload) {
+                task_refuse(d, idx, "out of memory");
+                goto out;
+        }
+        /* The payload as a string holding JSON: no second parse and re-encode per task. */
+        j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", d->o.type, "case_key", case_key,
+                      "idempotency_key", key, "request_id", key, "payload", payload);
+        body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        ctx = malloc(sizeof(*ctx));
+        if (!body || !ctx || asprintf(&url, "%s/v1/tasks", d->cli->api_url) < 0) {
+                url = NULL;
+                task_refuse(d, idx, "out of memory");
+                goto out;
+        }
+        snprintf(idem_hdr, sizeof(idem_hdr), "Idempotency-Key: %s", key);
+        if (d->has_auth)
+                headers[hn++] = d->auth_header;
+        headers[hn++] = "Content-Type: application/json";
+        headers[hn++] = "Accept: application/json";
+        headers[hn++] = idem_hdr;
+        headers[hn] = NULL;
+        req.method = "POST";
+        req.url = url;
+        req.headers = headers;
+        req.body = body;
+        req.body_len = strlen(body);
+        ctx->d = d;
+        ctx->idx = idx;
+        if (af_http_client_send(d->cli->hc, &req, api_done_cb, ctx, NULL) != AF_OK) {
+                snprintf(errstr, sizeof(errstr), "API: the request could not be started");
+                task_retry(d, idx, 0, errstr);
+                goto out;
+        }
+        ctx = NULL; /* owned by the callback now */
+        d->tasks[idx].sub = DRIVE_SUB_SENDING;
+        d->tasks[idx].attempts++;
+        d->api_in_flight++;
+        ok = true;
+out:
+        free(ctx);
+        free(url);
+        free(body);
+        free(payload);
+        json_decref(j);
+        return ok;
+}
+
+/* ---- straight to Kafka --------------------------------------------------------------------- */
+
+static void kafka_delivered_cb(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
+                               void *opaque) {
+        drive_sub_ctx_t *ctx = opaque;
+        drive_t *d = ctx->d;
+        int64_t idx = ctx->idx;
+        char why[512];
+
+        free(ctx);
+        d->kafka_outstanding--;
+        d->kafka_full = false;
+        if (err == AF_OK) {
+                d->tasks[idx].sub = DRIVE_SUB_ACCEPTED;
+                d->accepted++;
+                d->kafka_accepted++;
+        } else {
+                snprintf(why, sizeof(why), "Kafka: delivery failed: %s",
+                         errstr ? errstr : af_err2str(err));
+                task_retry(d, idx, 0, why);
+        }
+        if (!d->stopping)
+                drive_pump(d);
+        drive_on_final(d);
+}
+
+/* @returns whether the message was queued; false with kafka_full set when librdkafka's queue
+ *          is full (try again after a delivery report). */
+static bool kafka_send(drive_t *d, int64_t idx) {
+        char key[64], case_key[600], request_id[80], errstr[512];
+        char traceparent[AF_CLI_TRACEPARENT_LEN + 1];
+        af_cli_request_t r = {0};
+        af_kafka_header_t hdrs[2];
+        char *payload = NULL, *text = NULL;
+        drive_sub_ctx_t *ctx = NULL;
+        af_err_t err;
+        bool ok = false;
+
+        task_key(d, idx, key, sizeof(key));
+        snprintf(request_id, sizeof(request_id), "%s-r%u", key, d->tasks[idx].attempts + 1u);
+        payload = task_payload(d, idx, case_key, sizeof(case_key));
+        if (!payload) {
+                task_refuse(d, idx, "out of memory");
+                ok = true; /* consumed */
+                goto out;
+        }
+        af_cli_traceparent(traceparent);
+        r.type = d->o.type;
+        r.payload = payload;
+        r.case_key = case_key;
+        r.idempotency_key = key;
+        r.request_id = request_id;
+        r.traceparent = traceparent;
+        r.key_id = d->secret ? d->o.key_id : NULL;
+        r.secret = d->secret;
+        r.token = d->secret ? NULL : d->cli->token;
+        text = af_cli_request_json(&r, errstr, sizeof(errstr));
+        ctx = malloc(sizeof(*ctx));
+        if (!text || !ctx) {
+                task_refuse(d, idx, text ? "out of memory" : errstr);
+                ok = true; /* consumed */
+                goto out;
+        }
+        ctx->d = d;
+        ctx->idx = idx;
+        hdrs[0] = (af_kafka_header_t){"content-type", "application/json", 16};
+        hdrs[1] = (af_kafka_header_t){"traceparent", traceparent, strlen(traceparent)};
+        err = af_producer_send(d->producer, d->requests_topic, -1 /*by key*/, case_key,
+                               strlen(case_key), text, strlen(text), hdrs, 2, kafka_delivered_cb,
+                               ctx, errstr, sizeof(errstr));
+        if (err == AF_ERR_UNAVAILABLE) {
+                d->kafka_full = true; /* local queue full: wait for delivery reports */
+                goto out;
+        }
+        if (err != AF_OK) {
+                task_refuse(d, idx, errstr);
+                ok = true; /* consumed: do not try this index again */
+                goto out;
+        }
+        ctx = NULL; /* owned by the delivery callback now */
+        d->tasks[idx].sub = DRIVE_SUB_SENDING;
+        d->tasks[idx].attempts++;
+        d->kafka_outstanding++;
+        ok = true;
+out:
+        free(ctx);
+        free(text);
+        free(payload);
+        return ok;
+}
+
+/* ---- the pump ------------------------------------------------------------------------------ */
+
+/* Start one attempt of task idx on its path. @returns false when that path is saturated. */
+static bool task_send(drive_t *d, int64_t idx) {
+        drive_task_t *t = &d->tasks[idx];
+
+        if (!t->submit_us)
+                t->submit_us = drive_now_us();
+        if (t->via_kafka) {
+                if (d->kafka_full || d->kafka_outstanding >= d->o.max_kafka_outstanding)
+                        return false;
+                return kafka_send(d, idx);
+        }
+        if (d->api_in_flight >= d->o.concurrency)
+                return false;
+        api_send(d, idx);
+        return true;
+}
+
+static void pump_timer_cb(void *opaque) {
+        drive_pump(opaque);
+}
+
+static void schedule_pump(drive_t *d, int64_t ms) {
+        if (!d->pump_timer) {
+                d->pump_timer = af_timer_new(d->cli->loop, pump_timer_cb, d);
+                if (!d->pump_timer)
+                        return;
+        }
+        if (!af_timer_pending(d->pump_timer))
+                af_timer_start(d->pump_timer, ms < 1 ? 1 : ms, false);
+}
+
+void drive_pump(drive_t *d) {
+        int64_t now = drive_now_us(), budget = INT64_MAX;
+        int64_t wake_ms = -1;
+
+        if (d->stopping)
+                return;
+        if (!d->start_us)
+                d->start_us = now;
+        if (d->o.rate > 0)
+                budget = (int64_t) (d->o.rate * (double) (now - d->start_us) / 1e6) + 1 - d->sent;
+
+        /* Retries first: they are already late. They do not count against the rate. */
+        while (d->retry_len > 0) {
+                int64_t idx = d->retry_q[d->retry_head];
+                if (d->tasks[idx].due_us > now) {
+                        wake_ms = (d->tasks[idx].due_us - now) / 1000 + 1;
+                        break;
+                }
+                if (!task_send(d, idx))
+                        break;
+                d->retry_head = (d->retry_head + 1) % d->o.tasks;
+                d->retry_len--;
+        }
+
+        /* First attempts, in task order across both paths, within the rate budget. */
+        while (budget > 0) {
+                bool api_ok = d->api_next < d->api_cnt && d->api_in_flight < d->o.concurrency;
+                bool kafka_ok = d->kafka_next < d->kafka_cnt && !d->kafka_full &&
+                                d->kafka_outstanding < d->o.max_kafka_outstanding;
+                int64_t idx;
+
+                if (api_ok && kafka_ok)
+                        api_ok = d->api_order[d->api_next] < d->kafka_order[d->kafka_next];
+                else if (!api_ok && !kafka_ok)
+                        break;
+                idx = api_ok ? d->api_order[d->api_next] : d->kafka_order[d->kafka_next];
+                if (!task_send(d, idx))
+                        break;
+                if (api_ok)
+                        d->api_next++;
+                else
+                        d->kafka_next++;
+                d->sent++;
+                budget--;
+        }
+
+        /* Wake up for the rate or the next retry; completions wake us for the rest. */
+        if (d->o.rate > 0 && d->api_next + d->kafka_next < d->o.tasks) {
+                int64_t per_ms = (int64_t) (1000.0 / d->o.rate);
+                int64_t ms = per_ms < 1 ? 1 : per_ms > 10 ? 10 : per_ms;
+                wake_ms = wake_ms < 0 || ms < wake_ms ? ms : wake_ms;
+        }
+        if (d->kafka_full)
+                wake_ms = wake_ms < 0 || wake_ms > 5 ? 5 : wake_ms; /* belt and braces */
+        if (wake_ms >= 0)
+                schedule_pump(d, wake_ms);
+}
