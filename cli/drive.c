@@ -37,7 +37,9 @@ static const char drive_usage_text[] =
         "  (\"\" for none) is made unique per task so that the simagent does not count\n"
         "  repeated samples as duplicate side effects. --simagent URL adds the simagent's\n"
         "  duplicate side effects. --linger keeps reading results after all are final, to\n"
-        "  catch late duplicates. Exit 0 when nothing was lost, refused or duplicated.\n";
+        "  catch late duplicates. Exit 0 when nothing was lost, refused or duplicated.\n"
+        "  --direct LANE (benchmarks) produces ready Task messages straight to tasks.LANE,\n"
+        "  bypassing admission, to measure the workers against a raw Kafka relay.\n";
 
 /* @returns a parsed, positive-or-zero number in [min, max], or -1 (message printed). */
 static double parse_number(const char *opt, const char *s, double min, double max) {
@@ -178,6 +180,7 @@ static int parse_args(drive_t *d, int argc, char **argv) {
                 {"unique-field", required_argument, NULL, 'u'},
                 {"progress", no_argument, NULL, 'P'},
                 {"max-kafka-outstanding", required_argument, NULL, 'm'},
+                {"direct", required_argument, NULL, 'D'},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
@@ -191,7 +194,7 @@ static int parse_args(drive_t *d, int argc, char **argv) {
         d->o.unique_field = "claim_id";
         d->o.max_kafka_outstanding = 100000;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "n:t:p:a:r:c:T:l:s:k:u:Pm:h", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "n:t:p:a:r:c:T:l:s:k:u:Pm:D:h", opts, NULL)) != -1) {
                 switch (c) {
                 case 'n':
                         if ((v = parse_number("--tasks", optarg, 1, DRIVE_MAX_TASKS)) < 0)
@@ -251,6 +254,10 @@ static int parse_args(drive_t *d, int argc, char **argv) {
                         break;
                 case 'P':
                         d->o.progress = true;
+                        break;
+                case 'D':
+                        d->o.direct_lane = optarg;
+                        d->o.api_share = 0;
                         break;
                 case 'h':
                         printf("%s", drive_usage_text);
@@ -403,7 +410,13 @@ int af_cli_cmd_drive(af_cli_t *cli, int argc, char **argv) {
         if ((rc = resolve_auth(&d)) >= 0)
                 goto out;
         rc = AF_CLI_EXIT_SERVER;
-        af_kafka_topic(cli->conf, "requests", d.requests_topic, sizeof(d.requests_topic));
+        if (d.o.direct_lane) {
+                char suffix[128];
+                snprintf(suffix, sizeof(suffix), "tasks.%s", d.o.direct_lane);
+                af_kafka_topic(cli->conf, suffix, d.requests_topic, sizeof(d.requests_topic));
+        } else {
+                af_kafka_topic(cli->conf, "requests", d.requests_topic, sizeof(d.requests_topic));
+        }
         af_kafka_topic(cli->conf, "results", d.results_topic, sizeof(d.results_topic));
 
         if (!af_cli_http(cli, errstr, sizeof(errstr))) {

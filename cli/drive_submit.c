@@ -14,7 +14,9 @@
 #include <string.h>
 
 #include "backoff.h"
+#include "agentfleet/v1/task.pb-c.h"
 #include "clock.h"
+#include "ids.h"
 #include "log.h"
 
 #include "drive.h"
@@ -227,6 +229,36 @@ static void kafka_delivered_cb(af_err_t err, const char *errstr, int32_t partiti
         drive_on_final(d);
 }
 
+/* --direct: an admitted Task as the coordinator would publish it (benchmarks only).
+ * @returns the packed bytes (caller frees) or NULL. */
+static uint8_t *direct_task(const drive_t *d, const char *key, const char *case_key,
+                            const char *payload, const char *traceparent, size_t *lenp) {
+        char id[AF_ULID_LEN + 1];
+        Agentfleet__V1__Task task = AGENTFLEET__V1__TASK__INIT;
+        Agentfleet__V1__Versions versions = AGENTFLEET__V1__VERSIONS__INIT;
+
+        af_ulid_new(id);
+        task.id = id;
+        task.type = (char *) d->o.type;
+        task.tenant = "bench";
+        task.principal = "bench";
+        task.case_key = (char *) case_key;
+        task.idempotency_key = (char *) key;
+        task.payload = (char *) payload;
+        task.attempt = 1;
+        task.max_attempts = 1;
+        task.created_at_ms = af_clock_wall_ms();
+        task.traceparent = (char *) traceparent;
+        task.lane = (char *) d->o.direct_lane;
+        task.origin = AGENTFLEET__V1__ORIGIN__ORIGIN_KAFKA;
+        task.versions = &versions;
+        *lenp = agentfleet__v1__task__get_packed_size(&task);
+        uint8_t *buf = malloc(*lenp ? *lenp : 1);
+        if (buf)
+                agentfleet__v1__task__pack(&task, buf);
+        return buf;
+}
+
 /* @returns whether the message was queued; false with kafka_full set when librdkafka's queue
  *          is full (try again after a delivery report). */
 static bool kafka_send(drive_t *d, int64_t idx) {
@@ -257,7 +289,14 @@ static bool kafka_send(drive_t *d, int64_t idx) {
         r.key_id = d->secret ? d->o.key_id : NULL;
         r.secret = d->secret;
         r.token = d->secret ? NULL : d->cli->token;
-        text = af_cli_request_json(&r, errstr, sizeof(errstr));
+        size_t text_len = 0;
+        if (d->o.direct_lane) {
+                text = (char *) direct_task(d, key, case_key, payload, traceparent, &text_len);
+                snprintf(errstr, sizeof(errstr), "out of memory");
+        } else {
+                text = af_cli_request_json(&r, errstr, sizeof(errstr));
+                text_len = text ? strlen(text) : 0;
+        }
         ctx = malloc(sizeof(*ctx));
         if (!text || !ctx) {
                 task_refuse(d, idx, text ? "out of memory" : errstr);
@@ -266,10 +305,12 @@ static bool kafka_send(drive_t *d, int64_t idx) {
         }
         ctx->d = d;
         ctx->idx = idx;
-        hdrs[0] = (af_kafka_header_t){"content-type", "application/json", 16};
+        hdrs[0] = d->o.direct_lane
+                          ? (af_kafka_header_t){"content-type", "application/x-protobuf", 22}
+                          : (af_kafka_header_t){"content-type", "application/json", 16};
         hdrs[1] = (af_kafka_header_t){"traceparent", traceparent, strlen(traceparent)};
         err = af_producer_send(d->producer, d->requests_topic, -1 /*by key*/, case_key,
-                               strlen(case_key), text, strlen(text), hdrs, 2, kafka_delivered_cb,
+                               strlen(case_key), text, text_len, hdrs, 2, kafka_delivered_cb,
                                ctx, errstr, sizeof(errstr));
         if (err == AF_ERR_UNAVAILABLE) {
                 d->kafka_full = true; /* local queue full: wait for delivery reports */

@@ -228,6 +228,43 @@ out:
         return rc;
 }
 
+/* A topic just created answers "not leader" until its partitions have leaders: clients that
+ * start right after `services start` must not see that. Poll until every topic of the set
+ * has all its partitions led. @returns 0 when they do, 1 at the deadline. */
+static int wait_leaders(rd_kafka_t *rk, const admin_opts_t *o, long long deadline) {
+        char name[256];
+        while (now_ms() < deadline) {
+                const struct rd_kafka_metadata *md = NULL;
+                size_t ready = 0;
+                if (rd_kafka_metadata(rk, 1 /*all topics*/, NULL, &md, 2000) ==
+                    RD_KAFKA_RESP_ERR_NO_ERROR) {
+                        for (size_t i = 0; i < AF_ADMIN_TOPIC_CNT; i++) {
+                                snprintf(name, sizeof(name), "%s%s", o->prefix,
+                                         af_admin_topics[i].suffix);
+                                for (int t = 0; t < md->topic_cnt; t++) {
+                                        const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+                                        if (strcmp(mt->topic, name) || mt->err ||
+                                            mt->partition_cnt < 1)
+                                                continue;
+                                        int led = 0;
+                                        for (int p = 0; p < mt->partition_cnt; p++)
+                                                led += mt->partitions[p].err == 0 &&
+                                                       mt->partitions[p].leader >= 0;
+                                        ready += led == mt->partition_cnt;
+                                }
+                        }
+                        rd_kafka_metadata_destroy(md);
+                        if (ready == AF_ADMIN_TOPIC_CNT)
+                                return 0;
+                }
+                struct timespec ts = {0, 100 * 1000000L};
+                nanosleep(&ts, NULL);
+        }
+        fprintf(stderr, "af-kafka-admin: topics with prefix \"%s\" have no leaders within %d ms\n",
+                o->prefix, o->timeout_ms);
+        return 1;
+}
+
 static int cmd_create_topics(const admin_opts_t *o) {
         long long deadline = now_ms() + o->timeout_ms;
         int rc = 1;
@@ -243,6 +280,8 @@ static int cmd_create_topics(const admin_opts_t *o) {
         }
         if (rc == 2)
                 rc = 1;
+        if (rc == 0)
+                rc = wait_leaders(rk, o, deadline);
 out:
         if (rk)
                 rd_kafka_destroy(rk);
