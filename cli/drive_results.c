@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agentfleet/v1/result.pb-c.h"
 #include "log.h"
@@ -79,7 +80,17 @@ af_err_t drive_results_start_at_end(drive_t *d, const char *group_id, char *errs
         for (int i = 0; i < md->topics[0].partition_cnt; i++) {
                 int32_t p = md->topics[0].partitions[i].id;
                 int64_t lo = 0, hi = 0;
-                kerr = rd_kafka_query_watermark_offsets(rk, d->results_topic, p, &lo, &hi, 10000);
+                /* A topic created a moment ago may still answer "not leader": retry those
+                 * for a while rather than fail the run. */
+                for (int tries = 0; tries < 50; tries++) {
+                        kerr = rd_kafka_query_watermark_offsets(rk, d->results_topic, p, &lo,
+                                                                &hi, 10000);
+                        if (kerr != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
+                            kerr != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE &&
+                            kerr != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+                                break;
+                        usleep(200 * 1000);
+                }
                 if (kerr) {
                         af_errstr(err, errstr, errstr_size, "end offset of %s [%d]: %s",
                                   d->results_topic, (int) p, rd_kafka_err2str(kerr));
