@@ -1,0 +1,374 @@
+/*
+ * lease: per-task leases as Lua scripts on Redis (see lease.h for the key layout).
+ *
+ * Why scripts: each step (check done/cancel/held, INCR the fence, SET the lease) must be one
+ * atomic decision, or two workers could both see "free" and both run the task. Every script
+ * touches only af:{<task_id>}:* keys, one hash slot, so it runs unchanged on Redis Cluster.
+ *
+ * The token is generated here from the OS CSPRNG (128 bits) rather than in Lua, because
+ * Redis's Lua math.random is deterministic per script run and must not make ownership proofs.
+ * The lease value is "<token>:<fence>:<owner>"; a holder proves ownership by the prefix
+ * "<token>:", so owners may contain any byte.
+ *
+ * Replies are parsed strictly: a reply of an unexpected shape (another script loaded under
+ * the same SHA, a proxy in the way) is an error for the caller, never a guess.
+ */
+#include "lease.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto.h"
+#include "ids.h"
+
+/* clang-format off */
+/* KEYS: lease fence done cancel. ARGV: token owner ttl_ms fence_ttl_ms. */
+static const char lua_acquire[] =
+        "local done = redis.call('GET', KEYS[3])\n"
+        "if done then return {'DONE', done} end\n"
+        "if redis.call('EXISTS', KEYS[4]) == 1 then return {'CANCELLED'} end\n"
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return {'HELD'} end\n"
+        "local fence = redis.call('INCR', KEYS[2])\n"
+        "redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
+        "redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence .. ':' .. ARGV[2], 'PX', ARGV[3])\n"
+        "return {'ACQUIRED', fence}\n";
+
+/* Shared prefix: is the lease (KEYS[1]) still ours (ARGV[1] = token)? */
+#define LUA_OURS \
+        "local cur = redis.call('GET', KEYS[1])\n" \
+        "if not cur or string.sub(cur, 1, string.len(ARGV[1]) + 1) ~= ARGV[1] .. ':' then\n" \
+        "  return {'LOST'}\n" \
+        "end\n"
+
+/* KEYS: lease cancel. ARGV: token ttl_ms. */
+static const char lua_renew[] =
+        LUA_OURS
+        "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+        "if redis.call('EXISTS', KEYS[2]) == 1 then return {'CANCELLED'} end\n"
+        "return {'OK'}\n";
+
+/* KEYS: lease done. ARGV: token result done_ttl_ms. */
+static const char lua_finish[] =
+        LUA_OURS
+        "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])\n"
+        "redis.call('DEL', KEYS[1])\n"
+        "return {'OK'}\n";
+
+/* KEYS: lease. ARGV: token. */
+static const char lua_release[] =
+        LUA_OURS
+        "redis.call('DEL', KEYS[1])\n"
+        "return {'OK'}\n";
+/* clang-format on */
+
+#define KEY_MAX 96 /* "af:{" + 63-char task id + "}:cancel" */
+
+typedef struct {
+        af_lease_op_t op;
+        af_lease_t *lease; /* the caller's; for CANCEL points at tmp */
+        af_lease_cb_t *cb;
+        void *opaque;
+        char token[33];    /* ACQUIRE: the token we offered */
+        char invalid[128]; /* set when the request was refused before Redis */
+        af_lease_t tmp;    /* CANCEL: what the callback gets */
+} lease_op_t;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Reply parsing (pure)                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+const char *af_lease_status2str(af_lease_status_t st) {
+        switch (st) {
+        case AF_LEASE_ACQUIRED:
+                return "acquired";
+        case AF_LEASE_HELD:
+                return "held";
+        case AF_LEASE_DONE:
+                return "done";
+        case AF_LEASE_CANCELLED:
+                return "cancelled";
+        case AF_LEASE_LOST:
+                return "lost";
+        case AF_LEASE_OK:
+                return "ok";
+        }
+        return "unknown";
+}
+
+static bool word_is(const redisReply *e, const char *w) {
+        size_t n = strlen(w);
+        return (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) && e->str &&
+               e->len == n && memcmp(e->str, w, n) == 0;
+}
+
+af_err_t af_lease_parse_reply(af_lease_op_t op, const redisReply *reply, af_lease_status_t *st,
+                              int64_t *fence, const char **data, size_t *data_len, char *errstr,
+                              size_t errstr_size) {
+        static const struct {
+                const char *word;
+                af_lease_status_t st;
+                size_t elements; /* exact element count of the reply array */
+                unsigned ops;    /* bit per af_lease_op_t that may return it */
+        } words[] = {
+                {"ACQUIRED", AF_LEASE_ACQUIRED, 2, 1u << AF_LEASE_OP_ACQUIRE},
+                {"HELD", AF_LEASE_HELD, 1, 1u << AF_LEASE_OP_ACQUIRE},
+                {"DONE", AF_LEASE_DONE, 2, 1u << AF_LEASE_OP_ACQUIRE},
+                {"CANCELLED", AF_LEASE_CANCELLED, 1,
+                 1u << AF_LEASE_OP_ACQUIRE | 1u << AF_LEASE_OP_RENEW},
+                {"LOST", AF_LEASE_LOST, 1,
+                 1u << AF_LEASE_OP_RENEW | 1u << AF_LEASE_OP_FINISH | 1u << AF_LEASE_OP_RELEASE},
+                {"OK", AF_LEASE_OK, 1,
+                 1u << AF_LEASE_OP_RENEW | 1u << AF_LEASE_OP_FINISH | 1u << AF_LEASE_OP_RELEASE},
+        };
+        af_err_t err = AF_ERR_UPSTREAM;
+
+        *data = NULL;
+        *data_len = 0;
+        if (!reply) {
+                af_errstr(err, errstr, errstr_size, "lease: no reply");
+                goto out;
+        }
+        if (op == AF_LEASE_OP_CANCEL) { /* a plain SET ... PX: +OK */
+                if (reply->type != REDIS_REPLY_STATUS || !word_is(reply, "OK")) {
+                        af_errstr(err, errstr, errstr_size,
+                                  "lease: cancel: expected +OK, got reply type %d", reply->type);
+                        goto out;
+                }
+                *st = AF_LEASE_OK;
+                err = AF_OK;
+                goto out;
+        }
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 || !reply->element ||
+            !reply->element[0]) {
+                af_errstr(err, errstr, errstr_size,
+                          "lease: expected a non-empty array, got reply type %d", reply->type);
+                goto out;
+        }
+        const redisReply *w = reply->element[0];
+        size_t i;
+        for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+                if (word_is(w, words[i].word))
+                        break;
+        if (i == sizeof(words) / sizeof(words[0])) {
+                af_errstr(err, errstr, errstr_size, "lease: unknown status in reply");
+                goto out;
+        }
+        if (!((words[i].ops >> op) & 1u)) {
+                af_errstr(err, errstr, errstr_size, "lease: status %s not expected here",
+                          words[i].word);
+                goto out;
+        }
+        if (reply->elements != words[i].elements) {
+                af_errstr(err, errstr, errstr_size, "lease: %s with %zu elements, expected %zu",
+                          words[i].word, reply->elements, words[i].elements);
+                goto out;
+        }
+        if (words[i].st == AF_LEASE_ACQUIRED) {
+                const redisReply *f = reply->element[1];
+                if (!f || f->type != REDIS_REPLY_INTEGER || f->integer <= 0) {
+                        af_errstr(err, errstr, errstr_size,
+                                  "lease: ACQUIRED without a positive integer fence");
+                        goto out;
+                }
+                *fence = f->integer;
+        } else if (words[i].st == AF_LEASE_DONE) {
+                const redisReply *d = reply->element[1];
+                if (!d || d->type != REDIS_REPLY_STRING || (!d->str && d->len)) {
+                        af_errstr(err, errstr, errstr_size,
+                                  "lease: DONE without a stored result string");
+                        goto out;
+                }
+                *data = d->str;
+                *data_len = d->len;
+        }
+        *st = words[i].st;
+        err = AF_OK;
+out:
+        return err;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Operations                                                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+static void lease_reply(af_redis_t *r, const redisReply *reply, const af_error_t *err,
+                        void *opaque) {
+        lease_op_t *o = opaque;
+        af_error_t e;
+        af_lease_status_t st = AF_LEASE_LOST;
+        int64_t fence = 0;
+        const char *data = NULL;
+        size_t data_len = 0;
+        char errstr[200];
+
+        if (o->invalid[0]) {
+                af_error_set(&e, AF_ERR_INVALID, "%s", o->invalid);
+                o->cb(o->lease, st, NULL, 0, &e, o->opaque);
+                goto out;
+        }
+        if (err->err != AF_OK) {
+                o->cb(o->lease, st, NULL, 0, err, o->opaque);
+                goto out;
+        }
+        if (af_lease_parse_reply(o->op, reply, &st, &fence, &data, &data_len, errstr,
+                                 sizeof(errstr)) != AF_OK) {
+                af_error_set(&e, AF_ERR_UPSTREAM, "task %s: %s", o->lease->task_id, errstr);
+                o->cb(o->lease, st, NULL, 0, &e, o->opaque);
+                goto out;
+        }
+        if (st == AF_LEASE_ACQUIRED) {
+                memcpy(o->lease->token, o->token, sizeof(o->lease->token));
+                o->lease->fence = fence;
+        }
+        o->cb(o->lease, st, data, data_len, NULL, o->opaque);
+out:
+        free(o);
+}
+
+/* @returns a new op, or NULL (then cb was told, from the loop). The task id is checked: it
+ * must be non-empty, fit, and hold no brace (a brace would move the key's hash slot). */
+static lease_op_t *op_new(af_redis_t *r, af_lease_op_t op, af_lease_t *lease, const char *task_id,
+                          af_lease_cb_t *cb, void *opaque) {
+        lease_op_t *o = calloc(1, sizeof(*o));
+        if (!o) {
+                af_error_t e;
+                af_error_set(&e, AF_ERR_NOMEM, "lease: out of memory");
+                cb(lease, AF_LEASE_LOST, NULL, 0, &e, opaque);
+                return NULL;
+        }
+        o->op = op;
+        o->lease = lease;
+        o->cb = cb;
+        o->opaque = opaque;
+        size_t n = task_id ? strnlen(task_id, sizeof(lease->task_id)) : 0;
+        if (n == 0 || n == sizeof(lease->task_id) || strpbrk(task_id, "{}"))
+                snprintf(o->invalid, sizeof(o->invalid),
+                         "lease: task id must be 1..%zu chars without braces",
+                         sizeof(lease->task_id) - 1);
+        return o;
+}
+
+/* Refused before Redis: deliver the error from the loop like any other reply (an empty
+ * command fails through af_redis's zero-delay queue). */
+static void op_refuse(af_redis_t *r, lease_op_t *o) {
+        af_redis_commandv(r, lease_reply, o, 0, NULL, NULL);
+}
+
+static void key_of(char out[KEY_MAX], const char *task_id, const char *what) {
+        snprintf(out, KEY_MAX, "af:{%s}:%s", task_id, what);
+}
+
+static void ms_str(char out[24], int64_t ms) {
+        snprintf(out, 24, "%lld", (long long) (ms > 0 ? ms : 1));
+}
+
+void af_lease_acquire(af_redis_t *r, af_lease_t *lease, af_lease_cb_t *cb, void *opaque) {
+        lease_op_t *o = op_new(r, AF_LEASE_OP_ACQUIRE, lease, lease->task_id, cb, opaque);
+        if (!o)
+                return;
+        if (o->invalid[0] || !memchr(lease->owner, '\0', sizeof(lease->owner))) {
+                if (!o->invalid[0])
+                        snprintf(o->invalid, sizeof(o->invalid), "lease: owner too long");
+                op_refuse(r, o);
+                return;
+        }
+        uint8_t raw[16];
+        af_random_bytes(raw, sizeof(raw));
+        af_hex_encode(raw, sizeof(raw), o->token);
+
+        char k_lease[KEY_MAX], k_fence[KEY_MAX], k_done[KEY_MAX], k_cancel[KEY_MAX];
+        char ttl[24], fence_ttl[24];
+        key_of(k_lease, lease->task_id, "lease");
+        key_of(k_fence, lease->task_id, "fence");
+        key_of(k_done, lease->task_id, "done");
+        key_of(k_cancel, lease->task_id, "cancel");
+        ms_str(ttl, lease->ttl_ms);
+        ms_str(fence_ttl, AF_LEASE_FENCE_TTL_MS);
+        const char *keys[4] = {k_lease, k_fence, k_done, k_cancel};
+        const char *args[4] = {o->token, lease->owner, ttl, fence_ttl};
+        af_redis_script_run(r, af_redis_script_add(r, lua_acquire), lease_reply, o, 4, keys, 4,
+                            args);
+}
+
+void af_lease_renew(af_redis_t *r, af_lease_t *lease, af_lease_cb_t *cb, void *opaque) {
+        lease_op_t *o = op_new(r, AF_LEASE_OP_RENEW, lease, lease->task_id, cb, opaque);
+        if (!o)
+                return;
+        if (o->invalid[0]) {
+                op_refuse(r, o);
+                return;
+        }
+        char k_lease[KEY_MAX], k_cancel[KEY_MAX], ttl[24];
+        key_of(k_lease, lease->task_id, "lease");
+        key_of(k_cancel, lease->task_id, "cancel");
+        ms_str(ttl, lease->ttl_ms);
+        const char *keys[2] = {k_lease, k_cancel};
+        const char *args[2] = {lease->token, ttl};
+        af_redis_script_run(r, af_redis_script_add(r, lua_renew), lease_reply, o, 2, keys, 2, args);
+}
+
+void af_lease_finish(af_redis_t *r, af_lease_t *lease, const void *result, size_t len,
+                     int64_t done_ttl_ms, af_lease_cb_t *cb, void *opaque) {
+        lease_op_t *o = op_new(r, AF_LEASE_OP_FINISH, lease, lease->task_id, cb, opaque);
+        if (!o)
+                return;
+        if (o->invalid[0]) {
+                op_refuse(r, o);
+                return;
+        }
+        char k_lease[KEY_MAX], k_done[KEY_MAX], ttl[24];
+        key_of(k_lease, lease->task_id, "lease");
+        key_of(k_done, lease->task_id, "done");
+        ms_str(ttl, done_ttl_ms > 0 ? done_ttl_ms : AF_LEASE_DONE_TTL_DEFAULT_MS);
+        const char *keys[2] = {k_lease, k_done};
+        const char *args[3] = {lease->token, result ? (const char *) result : "", ttl};
+        size_t arglens[3] = {strlen(lease->token), result ? len : 0, strlen(ttl)};
+        af_redis_script_runv(r, af_redis_script_add(r, lua_finish), lease_reply, o, 2, keys, NULL,
+                             3, args, arglens);
+}
+
+void af_lease_release(af_redis_t *r, af_lease_t *lease, af_lease_cb_t *cb, void *opaque) {
+        lease_op_t *o = op_new(r, AF_LEASE_OP_RELEASE, lease, lease->task_id, cb, opaque);
+        if (!o)
+                return;
+        if (o->invalid[0]) {
+                op_refuse(r, o);
+                return;
+        }
+        char k_lease[KEY_MAX];
+        key_of(k_lease, lease->task_id, "lease");
+        const char *keys[1] = {k_lease};
+        const char *args[1] = {lease->token};
+        af_redis_script_run(r, af_redis_script_add(r, lua_release), lease_reply, o, 1, keys, 1,
+                            args);
+}
+
+void af_lease_request_cancel(af_redis_t *r, const char *task_id, int64_t ttl_ms, af_lease_cb_t *cb,
+                             void *opaque) {
+        lease_op_t *o = calloc(1, sizeof(*o));
+        if (!o) {
+                af_error_t e;
+                af_error_set(&e, AF_ERR_NOMEM, "lease: out of memory");
+                cb(NULL, AF_LEASE_LOST, NULL, 0, &e, opaque);
+                return;
+        }
+        o->op = AF_LEASE_OP_CANCEL;
+        o->lease = &o->tmp;
+        o->cb = cb;
+        o->opaque = opaque;
+        size_t n = task_id ? strnlen(task_id, sizeof(o->tmp.task_id)) : 0;
+        if (n == 0 || n == sizeof(o->tmp.task_id) || strpbrk(task_id, "{}")) {
+                snprintf(o->invalid, sizeof(o->invalid),
+                         "lease: task id must be 1..%zu chars without braces",
+                         sizeof(o->tmp.task_id) - 1);
+                op_refuse(r, o);
+                return;
+        }
+        memcpy(o->tmp.task_id, task_id, n + 1);
+        char k_cancel[KEY_MAX], ttl[24];
+        key_of(k_cancel, task_id, "cancel");
+        ms_str(ttl, ttl_ms);
+        const char *argv[5] = {"SET", k_cancel, "1", "PX", ttl};
+        af_redis_commandv(r, lease_reply, o, 5, argv, NULL);
+}

@@ -1,0 +1,374 @@
+/*
+ * Integration test of libcommon/lease.c on a real Redis (AF_TEST_REDIS_PORT): the lease life
+ * cycle a worker relies on — acquire, held by another, renew, finish with a binary TaskResult,
+ * DONE re-delivers exactly those bytes, a holder whose lease expired is LOST and cannot
+ * publish, the fencing number grows across owners, a cancel request reaches both the
+ * holder (renew) and the next acquirer, and of many racing acquirers exactly one wins. Each case
+ * uses fresh ULID task ids, so runs never see each other's keys.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ids.h"
+#include "lease.h"
+#include "loop.h"
+#include "redis.h"
+
+#define WATCHDOG_MS 20000 /* only ends a hung run; never a timing assertion */
+
+typedef struct {
+        af_loop_t *loop;
+        af_redis_t *r;
+        af_timer_t *watchdog;
+        af_timer_t *sleeper;
+        bool watchdog_fired;
+        /* last lease callback */
+        int calls;
+        bool in_call;
+        bool reentrant;
+        af_lease_status_t st;
+        bool has_err;
+        af_error_t err;
+        char data[512];
+        size_t data_len;
+        char cancel_task[64];
+        /* last plain command */
+        char reply_str[512];
+        int reply_type;
+} fx_t;
+
+static fx_t fx;
+
+static void watchdog_fire(void *opaque) {
+        fx.watchdog_fired = true;
+        af_loop_stop(fx.loop);
+}
+
+static void stop_fire(void *opaque) {
+        af_loop_stop(fx.loop);
+}
+
+static void state_cb(af_redis_t *r, bool up, void *opaque) {
+        if (up)
+                af_loop_stop(fx.loop);
+}
+
+static void run(void) {
+        af_timer_start(fx.watchdog, WATCHDOG_MS, false);
+        assert_int_equal(af_loop_run(fx.loop), 0);
+        af_timer_stop(fx.watchdog);
+        assert_false(fx.watchdog_fired);
+}
+
+static void sleep_ms(int64_t ms) {
+        af_timer_start(fx.sleeper, ms, false);
+        run();
+}
+
+static void lease_cb(af_lease_t *lease, af_lease_status_t st, const char *data, size_t len,
+                     const af_error_t *err, void *opaque) {
+        fx.calls++;
+        if (fx.in_call)
+                fx.reentrant = true;
+        fx.st = st;
+        fx.has_err = err != NULL;
+        if (err)
+                fx.err = *err;
+        fx.data_len = 0;
+        if (data) {
+                assert_true(len <= sizeof(fx.data));
+                memcpy(fx.data, data, len);
+                fx.data_len = len;
+        }
+        if (lease)
+                snprintf(fx.cancel_task, sizeof(fx.cancel_task), "%s", lease->task_id);
+        af_loop_stop(fx.loop);
+}
+
+/* Each helper runs one operation to its callback and checks it came exactly once, from the
+ * loop, without a Redis error; it returns the status. */
+static void finish_op(void) {
+        fx.in_call = false;
+        run();
+        assert_int_equal(fx.calls, 1);
+        assert_false(fx.reentrant);
+}
+
+static af_lease_status_t op_expect_ok(void) {
+        finish_op();
+        if (fx.has_err)
+                fail_msg("lease error: %s", fx.err.msg);
+        return fx.st;
+}
+
+#define BEGIN() (fx.calls = 0, fx.in_call = true)
+
+static af_lease_status_t acquire(af_lease_t *l) {
+        BEGIN();
+        af_lease_acquire(fx.r, l, lease_cb, NULL);
+        return op_expect_ok();
+}
+
+static af_lease_status_t renew(af_lease_t *l) {
+        BEGIN();
+        af_lease_renew(fx.r, l, lease_cb, NULL);
+        return op_expect_ok();
+}
+
+static af_lease_status_t finish(af_lease_t *l, const void *res, size_t len) {
+        BEGIN();
+        af_lease_finish(fx.r, l, res, len, 60000, lease_cb, NULL);
+        return op_expect_ok();
+}
+
+static af_lease_status_t release(af_lease_t *l) {
+        BEGIN();
+        af_lease_release(fx.r, l, lease_cb, NULL);
+        return op_expect_ok();
+}
+
+static af_lease_status_t cancel(const char *task_id) {
+        BEGIN();
+        af_lease_request_cancel(fx.r, task_id, 60000, lease_cb, NULL);
+        return op_expect_ok();
+}
+
+static void cmd_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err, void *opaque) {
+        fx.calls++;
+        fx.reply_type = reply ? reply->type : -1;
+        fx.reply_str[0] = '\0';
+        if (reply && reply->type == REDIS_REPLY_STRING)
+                snprintf(fx.reply_str, sizeof(fx.reply_str), "%.*s", (int) reply->len, reply->str);
+        af_loop_stop(fx.loop);
+}
+
+static void get_key(const char *task_id, const char *what) {
+        char key[128];
+        snprintf(key, sizeof(key), "af:{%s}:%s", task_id, what);
+        fx.calls = 0;
+        af_redis_command(fx.r, cmd_cb, NULL, "GET %s", key);
+        run();
+        assert_int_equal(fx.calls, 1);
+}
+
+static void new_lease(af_lease_t *l, const char *task_id, const char *owner, int64_t ttl_ms) {
+        memset(l, 0, sizeof(*l));
+        snprintf(l->task_id, sizeof(l->task_id), "%s", task_id);
+        snprintf(l->owner, sizeof(l->owner), "%s", owner);
+        l->ttl_ms = ttl_ms;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_acquire_held_renew_finish_done(void **state) {
+        char id[AF_ULID_LEN + 1];
+        af_ulid_new(id);
+        af_lease_t a, b;
+        new_lease(&a, id, "worker-a", 30000);
+        new_lease(&b, id, "worker-b:with:colons", 30000);
+
+        assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
+        assert_true(a.fence >= 1);
+        assert_int_equal(strlen(a.token), 32);
+        assert_int_equal(strspn(a.token, "0123456789abcdef"), 32);
+
+        /* The stored value names token, fence and owner. */
+        char want[256];
+        snprintf(want, sizeof(want), "%s:%lld:worker-a", a.token, (long long) a.fence);
+        get_key(id, "lease");
+        assert_string_equal(fx.reply_str, want);
+
+        assert_int_equal(acquire(&b), AF_LEASE_HELD);
+        assert_int_equal(b.token[0], '\0'); /* not filled unless ACQUIRED */
+        assert_int_equal(renew(&a), AF_LEASE_OK);
+        assert_int_equal(renew(&b), AF_LEASE_LOST); /* b never held it */
+
+        /* A TaskResult is binary: NULs and high bytes must survive. */
+        static const unsigned char result[] = {0x08, 0x01, 0x00, 0x12, 0xff, 0x00, 'o', 'k'};
+        assert_int_equal(finish(&a, result, sizeof(result)), AF_LEASE_OK);
+        get_key(id, "lease");
+        assert_int_equal(fx.reply_type, REDIS_REPLY_NIL); /* released */
+
+        assert_int_equal(acquire(&b), AF_LEASE_DONE);
+        assert_int_equal(fx.data_len, sizeof(result));
+        assert_memory_equal(fx.data, result, sizeof(result));
+
+        /* Once finished, the old token is no longer an owner. */
+        assert_int_equal(finish(&a, result, sizeof(result)), AF_LEASE_LOST);
+        assert_int_equal(release(&a), AF_LEASE_LOST);
+}
+
+static void test_lost_after_expiry_and_fence_grows(void **state) {
+        char id[AF_ULID_LEN + 1];
+        af_ulid_new(id);
+        af_lease_t a, b, c;
+        new_lease(&a, id, "worker-a", 100);
+        new_lease(&b, id, "worker-b", 30000);
+        new_lease(&c, id, "worker-c", 30000);
+
+        assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
+        sleep_ms(300); /* past a's 100 ms ttl: Redis has expired it */
+        assert_int_equal(renew(&a), AF_LEASE_LOST);
+
+        assert_int_equal(acquire(&b), AF_LEASE_ACQUIRED);
+        assert_true(b.fence > a.fence);
+        assert_string_not_equal(a.token, b.token);
+
+        /* The stale holder can neither publish nor release b's lease. */
+        assert_int_equal(finish(&a, "stale", 5), AF_LEASE_LOST);
+        get_key(id, "done");
+        assert_int_equal(fx.reply_type, REDIS_REPLY_NIL);
+        assert_int_equal(release(&a), AF_LEASE_LOST);
+        assert_int_equal(renew(&b), AF_LEASE_OK);
+
+        /* Hand back (shutdown): the next owner gets a higher fence again. */
+        assert_int_equal(release(&b), AF_LEASE_OK);
+        assert_int_equal(acquire(&c), AF_LEASE_ACQUIRED);
+        assert_true(c.fence > b.fence);
+        int64_t prev = c.fence;
+        for (int i = 0; i < 3; i++) {
+                assert_int_equal(release(&c), AF_LEASE_OK);
+                assert_int_equal(acquire(&c), AF_LEASE_ACQUIRED);
+                assert_true(c.fence > prev);
+                prev = c.fence;
+        }
+        assert_int_equal(release(&c), AF_LEASE_OK);
+}
+
+static void test_cancel_reaches_holder_and_next_acquirer(void **state) {
+        char id[AF_ULID_LEN + 1];
+        af_ulid_new(id);
+        af_lease_t a, b;
+        new_lease(&a, id, "worker-a", 30000);
+        new_lease(&b, id, "worker-b", 30000);
+
+        assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
+        assert_int_equal(cancel(id), AF_LEASE_OK);
+        assert_string_equal(fx.cancel_task, id);
+        assert_int_equal(renew(&a), AF_LEASE_CANCELLED); /* still ours: stop it */
+        assert_int_equal(release(&a), AF_LEASE_OK);
+        assert_int_equal(acquire(&b), AF_LEASE_CANCELLED);
+        assert_int_equal(b.token[0], '\0');
+
+        /* Cancel before start: a task never acquired never runs. */
+        char id2[AF_ULID_LEN + 1];
+        af_ulid_new(id2);
+        assert_int_equal(cancel(id2), AF_LEASE_OK);
+        af_lease_t d;
+        new_lease(&d, id2, "worker-d", 30000);
+        assert_int_equal(acquire(&d), AF_LEASE_CANCELLED);
+}
+
+/* Many workers race for one task (a redelivery fan-out): exactly one wins. */
+#define RACERS 32
+static int race_acquired, race_held, race_other, race_done;
+
+static void race_cb(af_lease_t *lease, af_lease_status_t st, const char *data, size_t len,
+                    const af_error_t *err, void *opaque) {
+        if (err)
+                race_other++;
+        else if (st == AF_LEASE_ACQUIRED)
+                race_acquired++;
+        else if (st == AF_LEASE_HELD)
+                race_held++;
+        else
+                race_other++;
+        if (++race_done == RACERS)
+                af_loop_stop(fx.loop);
+}
+
+static void test_racing_acquires_one_winner(void **state) {
+        char id[AF_ULID_LEN + 1];
+        af_ulid_new(id);
+        static af_lease_t racers[RACERS];
+        for (int i = 0; i < RACERS; i++) {
+                char owner[32];
+                snprintf(owner, sizeof(owner), "worker-%d", i);
+                new_lease(&racers[i], id, owner, 30000);
+                af_lease_acquire(fx.r, &racers[i], race_cb, NULL);
+        }
+        run();
+        assert_int_equal(race_done, RACERS);
+        assert_int_equal(race_acquired, 1);
+        assert_int_equal(race_held, RACERS - 1);
+        assert_int_equal(race_other, 0);
+        int winners = 0;
+        for (int i = 0; i < RACERS; i++)
+                if (racers[i].token[0]) {
+                        winners++;
+                        assert_int_equal(release(&racers[i]), AF_LEASE_OK);
+                }
+        assert_int_equal(winners, 1);
+}
+
+static void test_bad_task_id_refused_from_loop(void **state) {
+        af_lease_t l;
+        new_lease(&l, "has}brace", "w", 1000);
+        BEGIN();
+        af_lease_acquire(fx.r, &l, lease_cb, NULL);
+        finish_op();
+        assert_true(fx.has_err);
+        assert_int_equal(fx.err.err, AF_ERR_INVALID);
+        assert_false(af_error_is_retriable(&fx.err));
+
+        new_lease(&l, "", "w", 1000);
+        BEGIN();
+        af_lease_renew(fx.r, &l, lease_cb, NULL);
+        finish_op();
+        assert_int_equal(fx.err.err, AF_ERR_INVALID);
+
+        BEGIN();
+        af_lease_request_cancel(fx.r, NULL, 1000, lease_cb, NULL);
+        finish_op();
+        assert_int_equal(fx.err.err, AF_ERR_INVALID);
+}
+
+static int setup(void **state) {
+        char errstr[256];
+        fx.loop = af_loop_new(errstr, sizeof(errstr));
+        assert_non_null(fx.loop);
+        fx.watchdog = af_timer_new(fx.loop, watchdog_fire, NULL);
+        fx.sleeper = af_timer_new(fx.loop, stop_fire, NULL);
+        af_redis_opts_t opts = {.host = "127.0.0.1",
+                                .port = atoi(getenv("AF_TEST_REDIS_PORT")),
+                                .command_timeout_ms = 5000,
+                                .reconnect_min_ms = 50,
+                                .reconnect_max_ms = 500};
+        fx.r = af_redis_new(fx.loop, &opts, errstr, sizeof(errstr));
+        assert_non_null(fx.r);
+        af_redis_set_state_cb(fx.r, state_cb, NULL);
+        run(); /* until up */
+        assert_true(af_redis_is_up(fx.r));
+        return 0;
+}
+
+static int teardown(void **state) {
+        af_redis_destroy(fx.r);
+        af_timer_destroy(fx.watchdog);
+        af_timer_destroy(fx.sleeper);
+        af_loop_destroy(fx.loop);
+        return 0;
+}
+
+int main(void) {
+        if (!getenv("AF_TEST_REDIS_PORT")) {
+                printf("SKIP: AF_TEST_REDIS_PORT is not set\n");
+                return 0;
+        }
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_acquire_held_renew_finish_done),
+                cmocka_unit_test(test_lost_after_expiry_and_fence_grows),
+                cmocka_unit_test(test_cancel_reaches_holder_and_next_acquirer),
+                cmocka_unit_test(test_racing_acquires_one_winner),
+                cmocka_unit_test(test_bad_task_id_refused_from_loop),
+        };
+        return cmocka_run_group_tests(tests, setup, teardown);
+}
