@@ -61,8 +61,8 @@ typedef struct drive_opts_s {
         const char *unique_field; /* payload field made unique per task ("" = none) */
         bool progress;
         int64_t max_kafka_outstanding; /* Kafka messages awaiting their delivery report */
-        const char *direct_lane;  /* bench only: produce admitted Tasks to tasks.<lane>,
-                                   * bypassing the coordinator, or NULL */
+        const char *direct_lane;       /* bench only: produce admitted Tasks to tasks.<lane>,
+                                        * bypassing the coordinator, or NULL */
 } drive_opts_t;
 
 typedef struct drive_s {

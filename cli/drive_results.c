@@ -83,8 +83,8 @@ af_err_t drive_results_start_at_end(drive_t *d, const char *group_id, char *errs
                 /* A topic created a moment ago may still answer "not leader": retry those
                  * for a while rather than fail the run. */
                 for (int tries = 0; tries < 50; tries++) {
-                        kerr = rd_kafka_query_watermark_offsets(rk, d->results_topic, p, &lo,
-                                                                &hi, 10000);
+                        kerr = rd_kafka_query_watermark_offsets(rk, d->results_topic, p, &lo, &hi,
+                                                                10000);
                         if (kerr != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
                             kerr != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE &&
                             kerr != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)

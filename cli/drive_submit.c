@@ -310,8 +310,8 @@ static bool kafka_send(drive_t *d, int64_t idx) {
                           : (af_kafka_header_t){"content-type", "application/json", 16};
         hdrs[1] = (af_kafka_header_t){"traceparent", traceparent, strlen(traceparent)};
         err = af_producer_send(d->producer, d->requests_topic, -1 /*by key*/, case_key,
-                               strlen(case_key), text, text_len, hdrs, 2, kafka_delivered_cb,
-                               ctx, errstr, sizeof(errstr));
+                               strlen(case_key), text, text_len, hdrs, 2, kafka_delivered_cb, ctx,
+                               errstr, sizeof(errstr));
         if (err == AF_ERR_UNAVAILABLE) {
                 d->kafka_full = true; /* local queue full: wait for delivery reports */
                 goto out;

@@ -18,7 +18,7 @@ int64_t af_backoff_delay_ms_r(uint32_t attempt, int64_t base_ms, int64_t cap_ms,
         if (step > cap_ms)
                 step = cap_ms;
         int64_t half = step / 2;
-        return half + (int64_t)(rnd % (uint64_t)(step - half + 1));
+        return half + (int64_t) (rnd % (uint64_t) (step - half + 1));
 }
 
 int64_t af_backoff_delay_ms(uint32_t attempt, int64_t base_ms, int64_t cap_ms) {

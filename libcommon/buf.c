@@ -52,13 +52,13 @@ af_err_t af_buf_vprintf(af_buf_t *b, const char *fmt, va_list ap) {
         va_end(ap2);
         if (n < 0)
                 return AF_ERR_INVALID;
-        if ((size_t)n < sizeof(small))
-                return af_buf_append(b, small, (size_t)n);
-        char *big = malloc((size_t)n + 1);
+        if ((size_t) n < sizeof(small))
+                return af_buf_append(b, small, (size_t) n);
+        char *big = malloc((size_t) n + 1);
         if (!big)
                 return AF_ERR_NOMEM;
-        vsnprintf(big, (size_t)n + 1, fmt, ap);
-        af_err_t err = af_buf_append(b, big, (size_t)n);
+        vsnprintf(big, (size_t) n + 1, fmt, ap);
+        af_err_t err = af_buf_append(b, big, (size_t) n);
         free(big);
         return err;
 }

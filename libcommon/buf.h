@@ -14,10 +14,10 @@
 #include "err.h"
 
 typedef struct af_buf_s {
-        char *data;      /* NUL-terminated, NULL while empty and unallocated */
-        size_t len;      /* bytes used, excluding the terminator */
-        size_t alloc;    /* bytes allocated */
-        size_t cap;      /* hard limit on len */
+        char *data;   /* NUL-terminated, NULL while empty and unallocated */
+        size_t len;   /* bytes used, excluding the terminator */
+        size_t alloc; /* bytes allocated */
+        size_t cap;   /* hard limit on len */
 } af_buf_t;
 
 void af_buf_init(af_buf_t *b, size_t cap);

@@ -7,8 +7,8 @@
 
 #include <stdint.h>
 
-int64_t af_clock_wall_ms(void);   /* unix ms */
-int64_t af_clock_mono_ms(void);   /* monotonic ms, arbitrary origin */
-int64_t af_clock_mono_us(void);   /* monotonic us, arbitrary origin */
+int64_t af_clock_wall_ms(void); /* unix ms */
+int64_t af_clock_mono_ms(void); /* monotonic ms, arbitrary origin */
+int64_t af_clock_mono_us(void); /* monotonic us, arbitrary origin */
 
 #endif

@@ -23,10 +23,10 @@
 
 typedef enum {
         AF_SETTING_STRING,
-        AF_SETTING_INT,       /* int64 within [min, max] */
-        AF_SETTING_BOOL,      /* true/false/yes/no/on/off/1/0 */
-        AF_SETTING_DURATION,  /* int64 ms; accepts 250ms, 5s, 2m, 1h or a bare ms number */
-        AF_SETTING_SIZE,      /* int64 bytes; accepts 512, 64KiB, 1MiB */
+        AF_SETTING_INT,      /* int64 within [min, max] */
+        AF_SETTING_BOOL,     /* true/false/yes/no/on/off/1/0 */
+        AF_SETTING_DURATION, /* int64 ms; accepts 250ms, 5s, 2m, 1h or a bare ms number */
+        AF_SETTING_SIZE,     /* int64 bytes; accepts 512, 64KiB, 1MiB */
 } af_setting_type_t;
 
 /* Which programs read a setting (for --help of each program). */
@@ -36,15 +36,15 @@ typedef enum {
 #define AF_SCOPE_SIMAGENT    0x8
 #define AF_SCOPE_ALL         0xF
 
-#define AF_SETTING_F_SECRET  0x1   /* value is never logged or printed (redacted) */
+#define AF_SETTING_F_SECRET 0x1 /* value is never logged or printed (redacted) */
 
 typedef struct af_setting_s {
-        const char *name;          /* dotted: "redis.port" */
+        const char *name; /* dotted: "redis.port" */
         af_setting_type_t type;
-        const char *def;           /* default as text, parsed like any other value; NULL=unset */
-        int64_t min, max;          /* bounds for INT/DURATION/SIZE */
-        unsigned scope;            /* AF_SCOPE_* */
-        unsigned flags;            /* AF_SETTING_F_* */
+        const char *def;  /* default as text, parsed like any other value; NULL=unset */
+        int64_t min, max; /* bounds for INT/DURATION/SIZE */
+        unsigned scope;   /* AF_SCOPE_* */
+        unsigned flags;   /* AF_SETTING_F_* */
         const char *desc;
 } af_setting_t;
 
@@ -56,7 +56,7 @@ typedef struct af_config_s af_config_t;
 
 /* @returns a config holding every table default. Never NULL except on OOM. */
 af_config_t *af_config_new(void);
-void af_config_destroy(af_config_t *conf);   /* NULL is fine */
+void af_config_destroy(af_config_t *conf); /* NULL is fine */
 
 /* Load a YAML file (path may be NULL: defaults + environment only), then the environment.
  * @returns AF_ERR_CONFIG with errstr like
@@ -65,18 +65,18 @@ af_err_t af_config_load(af_config_t *conf, const char *path, char *errstr, size_
 /* Apply AGENTFLEET_* variables from envp-style array (environ when NULL). */
 af_err_t af_config_load_env(af_config_t *conf, char **envp, char *errstr, size_t errstr_size);
 /* Set one value by name ("redis.port", "kafka.linger.ms"), as from `--set name=value`. */
-af_err_t af_config_set(af_config_t *conf, const char *name, const char *value,
-                       char *errstr, size_t errstr_size);
+af_err_t af_config_set(af_config_t *conf, const char *name, const char *value, char *errstr,
+                       size_t errstr_size);
 
 /* Typed getters; the name must be in the table (abort otherwise: a programming error). */
-const char *af_config_str(const af_config_t *conf, const char *name);   /* NULL when unset */
-int64_t af_config_int(const af_config_t *conf, const char *name);       /* INT/DURATION/SIZE */
+const char *af_config_str(const af_config_t *conf, const char *name); /* NULL when unset */
+int64_t af_config_int(const af_config_t *conf, const char *name);     /* INT/DURATION/SIZE */
 bool af_config_bool(const af_config_t *conf, const char *name);
 /* Path of the YAML file loaded, or NULL. */
 const char *af_config_path(const af_config_t *conf);
 
 /* Every kafka.* key with the "kafka." stripped, in the order set. */
-typedef void (af_config_kv_cb_t)(const char *key, const char *value, void *opaque);
+typedef void(af_config_kv_cb_t)(const char *key, const char *value, void *opaque);
 void af_config_kafka_foreach(const af_config_t *conf, af_config_kv_cb_t *cb, void *opaque);
 
 /* Print the settings of `scope` as --help text / the whole table as CONFIGURATION.md. */

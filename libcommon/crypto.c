@@ -38,7 +38,7 @@ bool af_hex_decode(const char *hex, uint8_t *out, size_t n) {
                 int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
                 if (hi < 0 || lo < 0)
                         return false;
-                out[i] = (uint8_t)(hi << 4 | lo);
+                out[i] = (uint8_t) (hi << 4 | lo);
         }
         return hex[2 * n] == '\0';
 }
@@ -52,7 +52,7 @@ void af_sha256_hex(const void *data, size_t len, char out[AF_SHA256_HEX_LEN + 1]
 void af_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
                     uint8_t out[AF_SHA256_LEN]) {
         unsigned int n = AF_SHA256_LEN;
-        HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n);
+        HMAC(EVP_sha256(), key, (int) key_len, data, len, out, &n);
 }
 
 void af_hmac_sha256_hex(const void *key, size_t key_len, const void *data, size_t len,

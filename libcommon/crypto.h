@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AF_SHA256_LEN 32
+#define AF_SHA256_LEN     32
 #define AF_SHA256_HEX_LEN 64
 
 void af_sha256(const void *data, size_t len, uint8_t out[AF_SHA256_LEN]);

@@ -12,43 +12,42 @@ static const struct {
         const char *desc;
         bool retriable;
 } af_err_table[AF_ERR__CNT] = {
-        [AF_OK]                  = {"ok", "success", false},
-        [AF_ERR_INVALID]         = {"invalid", "invalid input", false},
-        [AF_ERR_CONFIG]          = {"config", "invalid configuration", false},
-        [AF_ERR_NOT_FOUND]       = {"not_found", "not found", false},
-        [AF_ERR_EXISTS]          = {"exists", "already exists", false},
-        [AF_ERR_TOO_LARGE]       = {"too_large", "too large", false},
+        [AF_OK] = {"ok", "success", false},
+        [AF_ERR_INVALID] = {"invalid", "invalid input", false},
+        [AF_ERR_CONFIG] = {"config", "invalid configuration", false},
+        [AF_ERR_NOT_FOUND] = {"not_found", "not found", false},
+        [AF_ERR_EXISTS] = {"exists", "already exists", false},
+        [AF_ERR_TOO_LARGE] = {"too_large", "too large", false},
         [AF_ERR_UNAUTHENTICATED] = {"unauthenticated", "missing or invalid credential", false},
-        [AF_ERR_FORBIDDEN]       = {"forbidden", "not allowed", false},
-        [AF_ERR_TIMEOUT]         = {"timeout", "timed out", true},
-        [AF_ERR_TRANSPORT]       = {"transport", "connection failed", true},
-        [AF_ERR_UNAVAILABLE]     = {"unavailable", "dependency unavailable", true},
-        [AF_ERR_RATE_LIMITED]    = {"rate_limited", "rate limited", true},
-        [AF_ERR_UPSTREAM]        = {"upstream", "upstream error", false},
-        [AF_ERR_NOMEM]           = {"nomem", "out of memory", true},
-        [AF_ERR_STATE]           = {"state", "invalid state", false},
-        [AF_ERR_CANCELLED]       = {"cancelled", "cancelled", false},
-        [AF_ERR_INTERNAL]        = {"internal", "internal error", false},
+        [AF_ERR_FORBIDDEN] = {"forbidden", "not allowed", false},
+        [AF_ERR_TIMEOUT] = {"timeout", "timed out", true},
+        [AF_ERR_TRANSPORT] = {"transport", "connection failed", true},
+        [AF_ERR_UNAVAILABLE] = {"unavailable", "dependency unavailable", true},
+        [AF_ERR_RATE_LIMITED] = {"rate_limited", "rate limited", true},
+        [AF_ERR_UPSTREAM] = {"upstream", "upstream error", false},
+        [AF_ERR_NOMEM] = {"nomem", "out of memory", true},
+        [AF_ERR_STATE] = {"state", "invalid state", false},
+        [AF_ERR_CANCELLED] = {"cancelled", "cancelled", false},
+        [AF_ERR_INTERNAL] = {"internal", "internal error", false},
 };
 
 const char *af_err2str(af_err_t err) {
-        if ((unsigned)err >= AF_ERR__CNT)
+        if ((unsigned) err >= AF_ERR__CNT)
                 return "unknown error";
         return af_err_table[err].desc;
 }
 
 const char *af_err2code(af_err_t err) {
-        if ((unsigned)err >= AF_ERR__CNT)
+        if ((unsigned) err >= AF_ERR__CNT)
                 return "unknown";
         return af_err_table[err].code;
 }
 
 bool af_err_is_retriable_default(af_err_t err) {
-        return (unsigned)err < AF_ERR__CNT && af_err_table[err].retriable;
+        return (unsigned) err < AF_ERR__CNT && af_err_table[err].retriable;
 }
 
-static void error_vset(af_error_t *e, af_err_t err, bool retriable, const char *fmt,
-                       va_list ap) {
+static void error_vset(af_error_t *e, af_err_t err, bool retriable, const char *fmt, va_list ap) {
         e->err = err;
         e->retriable = retriable;
         e->http_status = 0;

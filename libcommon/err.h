@@ -14,20 +14,20 @@
 
 typedef enum {
         AF_OK = 0,
-        AF_ERR_INVALID,        /* malformed input: bad JSON, bad proto, bad field */
-        AF_ERR_CONFIG,         /* bad configuration */
-        AF_ERR_NOT_FOUND,      /* unknown id, type, route */
-        AF_ERR_EXISTS,         /* already there (idempotency hit, lease held) */
-        AF_ERR_TOO_LARGE,      /* over a size cap */
-        AF_ERR_UNAUTHENTICATED,/* missing or forged credential */
-        AF_ERR_FORBIDDEN,      /* authenticated but not allowed */
-        AF_ERR_TIMEOUT,        /* a deadline passed */
-        AF_ERR_TRANSPORT,      /* connection refused/reset, DNS, TLS */
-        AF_ERR_UNAVAILABLE,    /* dependency down (Redis, Kafka), try later */
-        AF_ERR_RATE_LIMITED,   /* 429 or our own limiter */
-        AF_ERR_UPSTREAM,       /* remote answered with an error status */
+        AF_ERR_INVALID,         /* malformed input: bad JSON, bad proto, bad field */
+        AF_ERR_CONFIG,          /* bad configuration */
+        AF_ERR_NOT_FOUND,       /* unknown id, type, route */
+        AF_ERR_EXISTS,          /* already there (idempotency hit, lease held) */
+        AF_ERR_TOO_LARGE,       /* over a size cap */
+        AF_ERR_UNAUTHENTICATED, /* missing or forged credential */
+        AF_ERR_FORBIDDEN,       /* authenticated but not allowed */
+        AF_ERR_TIMEOUT,         /* a deadline passed */
+        AF_ERR_TRANSPORT,       /* connection refused/reset, DNS, TLS */
+        AF_ERR_UNAVAILABLE,     /* dependency down (Redis, Kafka), try later */
+        AF_ERR_RATE_LIMITED,    /* 429 or our own limiter */
+        AF_ERR_UPSTREAM,        /* remote answered with an error status */
         AF_ERR_NOMEM,
-        AF_ERR_STATE,          /* wrong state: lease lost, shutting down, cancelled */
+        AF_ERR_STATE, /* wrong state: lease lost, shutting down, cancelled */
         AF_ERR_CANCELLED,
         AF_ERR_INTERNAL,
         AF_ERR__CNT
@@ -44,7 +44,7 @@ bool af_err_is_retriable_default(af_err_t err);
 typedef struct af_error_s {
         af_err_t err;
         bool retriable;
-        int http_status;        /* upstream HTTP status when there was one, else 0 */
+        int http_status; /* upstream HTTP status when there was one, else 0 */
         char msg[256];
 } af_error_t;
 

@@ -16,21 +16,21 @@
 typedef struct af_http_client_s af_http_client_t;
 
 typedef struct af_http_request_s {
-        const char *method;              /* "GET", "POST", ... */
+        const char *method; /* "GET", "POST", ... */
         const char *url;
-        const char *const *headers;      /* "Name: value" strings, NULL-terminated, or NULL */
-        const char *body;                /* may be NULL */
+        const char *const *headers; /* "Name: value" strings, NULL-terminated, or NULL */
+        const char *body;           /* may be NULL */
         size_t body_len;
-        int64_t timeout_ms;              /* whole request; 0 = client default */
-        size_t max_response_bytes;       /* 0 = client default */
+        int64_t timeout_ms;        /* whole request; 0 = client default */
+        size_t max_response_bytes; /* 0 = client default */
 } af_http_request_t;
 
 typedef struct af_http_response_s {
-        int status;                      /* HTTP status */
-        const char *body;                /* NUL-terminated */
+        int status;       /* HTTP status */
+        const char *body; /* NUL-terminated */
         size_t body_len;
-        const char *content_type;        /* or NULL */
-        int64_t retry_after_ms;          /* parsed Retry-After (seconds or date), -1 if absent */
+        const char *content_type; /* or NULL */
+        int64_t retry_after_ms;   /* parsed Retry-After (seconds or date), -1 if absent */
         int64_t elapsed_ms;
 } af_http_response_t;
 
@@ -38,13 +38,13 @@ typedef struct af_http_response_s {
  * Any HTTP response is err->err == AF_OK (the caller judges the status). Otherwise resp is
  * NULL and err says: AF_ERR_TIMEOUT, AF_ERR_TRANSPORT (retriable), AF_ERR_TOO_LARGE (response
  * over the cap), AF_ERR_CANCELLED. */
-typedef void (af_http_done_cb_t)(const af_http_response_t *resp, const af_error_t *err,
-                                 void *opaque);
+typedef void(af_http_done_cb_t)(const af_http_response_t *resp, const af_error_t *err,
+                                void *opaque);
 
 typedef struct af_http_client_opts_s {
         int64_t default_timeout_ms;
         size_t default_max_response_bytes;
-        long max_host_connections;       /* 0 = unlimited */
+        long max_host_connections; /* 0 = unlimited */
 } af_http_client_opts_t;
 
 af_http_client_t *af_http_client_new(af_loop_t *loop, const af_http_client_opts_t *opts,

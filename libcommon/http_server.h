@@ -19,23 +19,23 @@
 typedef struct af_http_server_s af_http_server_t;
 typedef struct af_http_req_s af_http_req_t;
 
-typedef void (af_http_handler_t)(af_http_req_t *req, void *opaque);
+typedef void(af_http_handler_t)(af_http_req_t *req, void *opaque);
 /* Authenticate a bearer token (NULL when the header is missing or not "Bearer ...").
  * @returns true to let the request through (the hook may attach identity with
  * af_http_req_set_user); false answers 401 {"code":"unauthenticated"}. */
-typedef bool (af_http_auth_cb_t)(af_http_req_t *req, const char *bearer, void *opaque);
+typedef bool(af_http_auth_cb_t)(af_http_req_t *req, const char *bearer, void *opaque);
 
 typedef struct af_http_server_opts_s {
-        const char *address;    /* "127.0.0.1" */
-        int port;               /* 0 = ephemeral (see af_http_server_port) */
+        const char *address; /* "127.0.0.1" */
+        int port;            /* 0 = ephemeral (see af_http_server_port) */
         size_t max_body_bytes;
         size_t max_header_bytes;
-        int64_t timeout_ms;     /* idle/read timeout per connection */
+        int64_t timeout_ms; /* idle/read timeout per connection */
 } af_http_server_opts_t;
 
 af_http_server_t *af_http_server_new(af_loop_t *loop, const af_http_server_opts_t *opts,
                                      char *errstr, size_t errstr_size);
-void af_http_server_destroy(af_http_server_t *srv);   /* NULL is fine */
+void af_http_server_destroy(af_http_server_t *srv); /* NULL is fine */
 int af_http_server_port(const af_http_server_t *srv);
 void af_http_server_set_auth(af_http_server_t *srv, af_http_auth_cb_t *cb, void *opaque);
 /* Route method + pattern; {name} captures one path segment up to '/' or ':'.
@@ -45,11 +45,11 @@ void af_http_server_route(af_http_server_t *srv, const char *method, const char 
 
 /* ---- request accessors (valid until the request is answered) ------------------------------ */
 const char *af_http_req_method(const af_http_req_t *req);
-const char *af_http_req_path(const af_http_req_t *req);            /* decoded, no query */
-const char *af_http_req_param(const af_http_req_t *req, const char *name);   /* {name} */
-const char *af_http_req_query(const af_http_req_t *req, const char *name);   /* ?name= */
+const char *af_http_req_path(const af_http_req_t *req);                    /* decoded, no query */
+const char *af_http_req_param(const af_http_req_t *req, const char *name); /* {name} */
+const char *af_http_req_query(const af_http_req_t *req, const char *name); /* ?name= */
 const char *af_http_req_header(const af_http_req_t *req, const char *name);
-const char *af_http_req_body(const af_http_req_t *req, size_t *lenp);       /* NUL-terminated */
+const char *af_http_req_body(const af_http_req_t *req, size_t *lenp); /* NUL-terminated */
 const char *af_http_req_peer(const af_http_req_t *req);
 void af_http_req_set_user(af_http_req_t *req, void *user, void (*free_fn)(void *));
 void *af_http_req_user(const af_http_req_t *req);
@@ -58,8 +58,8 @@ void af_http_req_on_close(af_http_req_t *req, void (*cb)(af_http_req_t *req, voi
                           void *opaque);
 
 /* ---- answers (exactly one per request; frees the request) -------------------------------- */
-void af_http_reply(af_http_req_t *req, int status, const char *content_type,
-                   const char *body, size_t len);
+void af_http_reply(af_http_req_t *req, int status, const char *content_type, const char *body,
+                   size_t len);
 /* Serializes body (reference stolen). */
 void af_http_reply_json(af_http_req_t *req, int status, json_t *body);
 /* {"code": code, "message": printf(fmt, ...)} */

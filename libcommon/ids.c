@@ -20,9 +20,9 @@ void af_random_bytes(void *p, size_t n) {
         while (n > 0) {
                 ssize_t r = getrandom(out, n, 0);
                 if (r <= 0)
-                        continue;   /* EINTR; getrandom on Linux >= 3.17 does not fail otherwise */
+                        continue; /* EINTR; getrandom on Linux >= 3.17 does not fail otherwise */
                 out += r;
-                n -= (size_t)r;
+                n -= (size_t) r;
         }
 }
 
@@ -48,7 +48,7 @@ static bool rand80_incr(uint8_t r[10]) {
 }
 
 static void ulid_encode(char out[AF_ULID_LEN + 1], int64_t ms, const uint8_t r[10]) {
-        uint64_t t = (uint64_t)ms & 0xFFFFFFFFFFFFULL;
+        uint64_t t = (uint64_t) ms & 0xFFFFFFFFFFFFULL;
         for (int i = 9; i >= 0; i--) {
                 out[i] = crockford[t & 31];
                 t >>= 5;
@@ -76,7 +76,7 @@ void af_ulid_new_at(char out[AF_ULID_LEN + 1], int64_t ms) {
         } else {
                 ulid_last_ms = ms;
                 af_random_bytes(ulid_last_rand, sizeof(ulid_last_rand));
-                ulid_last_rand[0] &= 0x7F;   /* headroom so increments rarely overflow */
+                ulid_last_rand[0] &= 0x7F; /* headroom so increments rarely overflow */
         }
         memcpy(r, ulid_last_rand, sizeof(r));
         pthread_mutex_unlock(&ulid_lock);
@@ -89,7 +89,7 @@ void af_ulid_new(char out[AF_ULID_LEN + 1]) {
 
 static int crockford_val(char c) {
         const char *p = c ? strchr(crockford, c) : NULL;
-        return p ? (int)(p - crockford) : -1;
+        return p ? (int) (p - crockford) : -1;
 }
 
 bool af_ulid_valid(const char *s) {
@@ -98,7 +98,7 @@ bool af_ulid_valid(const char *s) {
         for (int i = 0; i < AF_ULID_LEN; i++)
                 if (crockford_val(s[i]) < 0)
                         return false;
-        return crockford_val(s[0]) <= 7;   /* 10 chars = 50 bits; only 48 are used */
+        return crockford_val(s[0]) <= 7; /* 10 chars = 50 bits; only 48 are used */
 }
 
 int64_t af_ulid_time_ms(const char *s) {

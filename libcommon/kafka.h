@@ -42,18 +42,18 @@ char *af_kafka_topic(const af_config_t *conf, const char *suffix, char *out, siz
 
 /* Delivery report: err is AF_OK once the broker acknowledged (acks=all), else the reason.
  * Called exactly once per accepted af_producer_send(), from the loop thread. */
-typedef void (af_delivery_cb_t)(af_err_t err, const char *errstr, int32_t partition,
-                                int64_t offset, void *opaque);
+typedef void(af_delivery_cb_t)(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
+                               void *opaque);
 
-af_producer_t *af_producer_new(af_loop_t *loop, const af_config_t *conf,
-                               char *errstr, size_t errstr_size);
+af_producer_t *af_producer_new(af_loop_t *loop, const af_config_t *conf, char *errstr,
+                               size_t errstr_size);
 /* Queue a message (key, value and headers are copied). partition -1 = by key.
  * @returns AF_OK (cb will be called), or AF_ERR_UNAVAILABLE (retriable: local queue full)
  *          or AF_ERR_INVALID with errstr; cb is then not called. */
-af_err_t af_producer_send(af_producer_t *p, const char *topic, int32_t partition,
-                          const void *key, size_t key_len, const void *value, size_t value_len,
-                          const af_kafka_header_t *hdrs, size_t hdr_cnt,
-                          af_delivery_cb_t *cb, void *opaque, char *errstr, size_t errstr_size);
+af_err_t af_producer_send(af_producer_t *p, const char *topic, int32_t partition, const void *key,
+                          size_t key_len, const void *value, size_t value_len,
+                          const af_kafka_header_t *hdrs, size_t hdr_cnt, af_delivery_cb_t *cb,
+                          void *opaque, char *errstr, size_t errstr_size);
 /* Messages queued but not yet reported. */
 int af_producer_outq_len(af_producer_t *p);
 /* Block up to timeout_ms serving delivery reports (shutdown only; not inside callbacks). */
@@ -73,24 +73,24 @@ typedef struct af_kafka_msg_s {
         const void *value;
         size_t value_len;
         int64_t timestamp_ms;
-        rd_kafka_message_t *rkm;   /* valid only during the callback */
+        rd_kafka_message_t *rkm; /* valid only during the callback */
 } af_kafka_msg_t;
 
 /* @returns a header's value (not NUL-terminated; *lenp set) or NULL. */
 const void *af_kafka_msg_header(const af_kafka_msg_t *msg, const char *name, size_t *lenp);
 
 /* A message, on the loop thread. msg and its memory are valid only during the call. */
-typedef void (af_consume_cb_t)(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque);
+typedef void(af_consume_cb_t)(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque);
 /* Partitions assigned (assigned=true) or about to be revoked (false). On revoke the caller
  * stores what it can before returning; the consumer then commits synchronously and
  * unassigns. parts is valid only during the call. */
-typedef void (af_rebalance_cb_t)(af_consumer_t *c, bool assigned,
-                                 const rd_kafka_topic_partition_list_t *parts, void *opaque);
+typedef void(af_rebalance_cb_t)(af_consumer_t *c, bool assigned,
+                                const rd_kafka_topic_partition_list_t *parts, void *opaque);
 
 af_consumer_t *af_consumer_new(af_loop_t *loop, const af_config_t *conf, const char *group_id,
-                               const char *const *topics, size_t topic_cnt,
-                               af_consume_cb_t *cb, af_rebalance_cb_t *rebalance_cb,
-                               void *opaque, char *errstr, size_t errstr_size);
+                               const char *const *topics, size_t topic_cnt, af_consume_cb_t *cb,
+                               af_rebalance_cb_t *rebalance_cb, void *opaque, char *errstr,
+                               size_t errstr_size);
 /* Mark offsets < next_offset of this partition done; committed with the next commit.
  * @returns AF_ERR_STATE if the partition is no longer assigned (ERR__STATE): not an error
  *          for the caller to act on beyond dropping its bookkeeping. */
@@ -104,7 +104,7 @@ af_err_t af_consumer_commit(af_consumer_t *c, bool sync);
 void af_consumer_hold(af_consumer_t *c, bool hold);
 /* Commit synchronously and leave the group. Loop thread; blocks briefly. */
 af_err_t af_consumer_close(af_consumer_t *c);
-void af_consumer_destroy(af_consumer_t *c);   /* closes if needed; NULL is fine */
+void af_consumer_destroy(af_consumer_t *c); /* closes if needed; NULL is fine */
 rd_kafka_t *af_consumer_rk(af_consumer_t *c);
 
 #endif

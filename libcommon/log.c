@@ -91,13 +91,23 @@ void af_log_redact(char *s) {
 /* Append s as a JSON string body (without quotes). */
 static void json_escape(af_buf_t *b, const char *s) {
         for (; *s; s++) {
-                unsigned char c = (unsigned char)*s;
+                unsigned char c = (unsigned char) *s;
                 switch (c) {
-                case '"':  af_buf_puts(b, "\\\""); break;
-                case '\\': af_buf_puts(b, "\\\\"); break;
-                case '\n': af_buf_puts(b, "\\n"); break;
-                case '\r': af_buf_puts(b, "\\r"); break;
-                case '\t': af_buf_puts(b, "\\t"); break;
+                case '"':
+                        af_buf_puts(b, "\\\"");
+                        break;
+                case '\\':
+                        af_buf_puts(b, "\\\\");
+                        break;
+                case '\n':
+                        af_buf_puts(b, "\\n");
+                        break;
+                case '\r':
+                        af_buf_puts(b, "\\r");
+                        break;
+                case '\t':
+                        af_buf_puts(b, "\\t");
+                        break;
                 default:
                         if (c < 0x20)
                                 af_buf_printf(b, "\\u%04x", c);
@@ -107,8 +117,8 @@ static void json_escape(af_buf_t *b, const char *s) {
         }
 }
 
-void af_log_write(af_log_level_t level, const char *task_id, const char *trace_id,
-                  const char *fmt, ...) {
+void af_log_write(af_log_level_t level, const char *task_id, const char *trace_id, const char *fmt,
+                  ...) {
         char msg[2048];
         va_list ap;
         va_start(ap, fmt);
@@ -122,8 +132,9 @@ void af_log_write(af_log_level_t level, const char *task_id, const char *trace_i
 
         af_buf_t b;
         af_buf_init(&b, 16384);
-        af_buf_printf(&b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\","
-                          "\"component\":\"",
+        af_buf_printf(&b,
+                      "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\","
+                      "\"component\":\"",
                       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                       tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
         json_escape(&b, log_component);

@@ -36,19 +36,19 @@ void af_log_redact_clear(void);
 /* Replace every registered secret in s (in place, may shorten it). */
 void af_log_redact(char *s);
 
-void af_log_write(af_log_level_t level, const char *task_id, const char *trace_id,
-                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void af_log_write(af_log_level_t level, const char *task_id, const char *trace_id, const char *fmt,
+                  ...) __attribute__((format(printf, 4, 5)));
 
 #define af_log_enabled(level) ((level) >= af_log_level_cur)
-#define af_log(level, ...)                                                                     \
-        do {                                                                                   \
-                if (af_log_enabled(level))                                                     \
-                        af_log_write(level, NULL, NULL, __VA_ARGS__);                          \
+#define af_log(level, ...)                                                                         \
+        do {                                                                                       \
+                if (af_log_enabled(level))                                                         \
+                        af_log_write(level, NULL, NULL, __VA_ARGS__);                              \
         } while (0)
-#define af_log_task(level, task_id, trace_id, ...)                                             \
-        do {                                                                                   \
-                if (af_log_enabled(level))                                                     \
-                        af_log_write(level, task_id, trace_id, __VA_ARGS__);                   \
+#define af_log_task(level, task_id, trace_id, ...)                                                 \
+        do {                                                                                       \
+                if (af_log_enabled(level))                                                         \
+                        af_log_write(level, task_id, trace_id, __VA_ARGS__);                       \
         } while (0)
 #define af_debug(...) af_log(AF_LOG_DEBUG, __VA_ARGS__)
 #define af_info(...)  af_log(AF_LOG_INFO, __VA_ARGS__)

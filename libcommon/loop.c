@@ -69,8 +69,8 @@ void af_loop_stop(af_loop_t *loop) {
 static void loop_signal_cb(evutil_socket_t fd, short what, void *arg) {
         af_loop_t *loop = arg;
         for (int i = 0; i < loop->sig_cnt; i++)
-                if (loop->sig[i].signo == (int)fd)
-                        loop->sig[i].cb(loop, (int)fd, loop->sig[i].opaque);
+                if (loop->sig[i].signo == (int) fd)
+                        loop->sig[i].cb(loop, (int) fd, loop->sig[i].opaque);
 }
 
 int af_loop_on_signal(af_loop_t *loop, int signo, af_signal_cb_t *cb, void *opaque) {

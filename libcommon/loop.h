@@ -18,8 +18,8 @@ struct event_base;
 typedef struct af_loop_s af_loop_t;
 typedef struct af_timer_s af_timer_t;
 
-typedef void (af_timer_cb_t)(void *opaque);
-typedef void (af_signal_cb_t)(af_loop_t *loop, int signo, void *opaque);
+typedef void(af_timer_cb_t)(void *opaque);
+typedef void(af_signal_cb_t)(af_loop_t *loop, int signo, void *opaque);
 
 /* @returns a new loop, or NULL with errstr filled. */
 af_loop_t *af_loop_new(char *errstr, size_t errstr_size);
@@ -38,6 +38,6 @@ af_timer_t *af_timer_new(af_loop_t *loop, af_timer_cb_t *cb, void *opaque);
 void af_timer_start(af_timer_t *t, int64_t ms, bool repeat);
 void af_timer_stop(af_timer_t *t);
 bool af_timer_pending(const af_timer_t *t);
-void af_timer_destroy(af_timer_t *t);   /* NULL is fine */
+void af_timer_destroy(af_timer_t *t); /* NULL is fine */
 
 #endif

@@ -15,7 +15,7 @@ typedef struct af_metrics_s af_metrics_t;
 typedef struct af_metric_s af_metric_t;
 
 af_metrics_t *af_metrics_new(void);
-void af_metrics_destroy(af_metrics_t *m);   /* NULL is fine */
+void af_metrics_destroy(af_metrics_t *m); /* NULL is fine */
 
 /* Register; label_names is NULL-terminated (may be NULL). Names are copied.
  * Histogram buckets are upper bounds in the metric's unit, ascending (copied). */

@@ -25,41 +25,39 @@
 typedef struct af_redis_s af_redis_t;
 
 /* reply is valid only during the call (NULL when err->err != AF_OK). */
-typedef void (af_redis_reply_cb_t)(af_redis_t *r, const redisReply *reply,
-                                   const af_error_t *err, void *opaque);
+typedef void(af_redis_reply_cb_t)(af_redis_t *r, const redisReply *reply, const af_error_t *err,
+                                  void *opaque);
 /* Connection went up (true) or down (false). */
-typedef void (af_redis_state_cb_t)(af_redis_t *r, bool up, void *opaque);
+typedef void(af_redis_state_cb_t)(af_redis_t *r, bool up, void *opaque);
 
 typedef struct af_redis_opts_s {
         const char *host;
         int port;
-        const char *password;       /* NULL = no AUTH; never logged */
+        const char *password; /* NULL = no AUTH; never logged */
         int64_t command_timeout_ms;
-        int64_t reconnect_min_ms;   /* back-off floor */
-        int64_t reconnect_max_ms;   /* back-off cap */
+        int64_t reconnect_min_ms; /* back-off floor */
+        int64_t reconnect_max_ms; /* back-off cap */
 } af_redis_opts_t;
 
 /* Starts connecting at once; commands issued before it is up fail with AF_ERR_UNAVAILABLE. */
-af_redis_t *af_redis_new(af_loop_t *loop, const af_redis_opts_t *opts,
-                         char *errstr, size_t errstr_size);
+af_redis_t *af_redis_new(af_loop_t *loop, const af_redis_opts_t *opts, char *errstr,
+                         size_t errstr_size);
 /* Pending callbacks get AF_ERR_CANCELLED. NULL is fine. Loop thread. */
 void af_redis_destroy(af_redis_t *r);
 bool af_redis_is_up(const af_redis_t *r);
 void af_redis_set_state_cb(af_redis_t *r, af_redis_state_cb_t *cb, void *opaque);
 
 /* printf-style command, as redisAsyncCommand (%s, %b). */
-void af_redis_command(af_redis_t *r, af_redis_reply_cb_t *cb, void *opaque,
-                      const char *fmt, ...);
+void af_redis_command(af_redis_t *r, af_redis_reply_cb_t *cb, void *opaque, const char *fmt, ...);
 /* argv-style command (binary-safe); argvlen may be NULL for C strings. */
-void af_redis_commandv(af_redis_t *r, af_redis_reply_cb_t *cb, void *opaque,
-                       int argc, const char **argv, const size_t *argvlen);
+void af_redis_commandv(af_redis_t *r, af_redis_reply_cb_t *cb, void *opaque, int argc,
+                       const char **argv, const size_t *argvlen);
 
 /* Register a Lua script (copied); @returns its handle (>= 0). Call at start-up. */
 int af_redis_script_add(af_redis_t *r, const char *lua);
 /* Run a registered script: EVALSHA sha nkeys keys... args... */
 void af_redis_script_run(af_redis_t *r, int script, af_redis_reply_cb_t *cb, void *opaque,
                          int nkeys, const char **keys, int nargs, const char **args);
-
 
 /* ==== Appended by the redis module (binary-safe scripts; helpers exposed for unit tests).
  * Implemented in redis.c. Nothing above this banner was changed. ========================== */

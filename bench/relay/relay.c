@@ -55,12 +55,23 @@ int main(int argc, char **argv) {
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
-                case 'b': bootstrap = optarg; break;
-                case 'p': prefix = optarg; break;
-                case 'l': lane = optarg; break;
-                case 'g': group = optarg; break;
-                case 's': seconds = atoi(optarg); break;
-                default: usage();
+                case 'b':
+                        bootstrap = optarg;
+                        break;
+                case 'p':
+                        prefix = optarg;
+                        break;
+                case 'l':
+                        lane = optarg;
+                        break;
+                case 'g':
+                        group = optarg;
+                        break;
+                case 's':
+                        seconds = atoi(optarg);
+                        break;
+                default:
+                        usage();
                 }
         }
         if (!bootstrap)
@@ -112,8 +123,7 @@ int main(int argc, char **argv) {
                         rd_kafka_message_destroy(m);
                         continue;
                 }
-                Agentfleet__V1__Task *task =
-                        agentfleet__v1__task__unpack(NULL, m->len, m->payload);
+                Agentfleet__V1__Task *task = agentfleet__v1__task__unpack(NULL, m->len, m->payload);
                 if (!task) {
                         bad++;
                         rd_kafka_message_destroy(m);
@@ -137,8 +147,7 @@ int main(int argc, char **argv) {
                                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                                  RD_KAFKA_V_HEADER("content-type",
                                                                    "application/x-protobuf", -1),
-                                                 RD_KAFKA_V_END) ==
-                               RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
                                 rd_kafka_poll(prk, 10);
                         relayed++;
                 }

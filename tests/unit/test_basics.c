@@ -19,10 +19,10 @@
 
 static void test_err_strings_cover_every_code(void **state) {
         for (int e = 0; e < AF_ERR__CNT; e++) {
-                assert_non_null(af_err2str((af_err_t)e));
-                assert_string_not_equal(af_err2code((af_err_t)e), "unknown");
+                assert_non_null(af_err2str((af_err_t) e));
+                assert_string_not_equal(af_err2code((af_err_t) e), "unknown");
         }
-        assert_string_equal(af_err2code((af_err_t)999), "unknown");
+        assert_string_equal(af_err2code((af_err_t) 999), "unknown");
         assert_true(af_err_is_retriable_default(AF_ERR_TIMEOUT));
         assert_false(af_err_is_retriable_default(AF_ERR_INVALID));
 }
@@ -71,21 +71,21 @@ static void test_ulid_shape_and_monotonic(void **state) {
         char a[AF_ULID_LEN + 1], b[AF_ULID_LEN + 1];
         af_ulid_new_at(a, 1700000000000);
         for (int i = 0; i < 1000; i++) {
-                af_ulid_new_at(b, 1700000000000);   /* same millisecond */
+                af_ulid_new_at(b, 1700000000000); /* same millisecond */
                 assert_true(af_ulid_valid(b));
                 assert_true(strcmp(a, b) < 0);
                 memcpy(a, b, sizeof(a));
         }
         assert_int_equal(af_ulid_time_ms(b), 1700000000000);
         assert_false(af_ulid_valid("not-a-ulid"));
-        assert_false(af_ulid_valid("8ZZZZZZZZZZZZZZZZZZZZZZZZZ"));   /* time overflow */
-        assert_false(af_ulid_valid("01ARZ3NDEKTSV4RRFFQ69G5FAU"));   /* U not in alphabet */
+        assert_false(af_ulid_valid("8ZZZZZZZZZZZZZZZZZZZZZZZZZ")); /* time overflow */
+        assert_false(af_ulid_valid("01ARZ3NDEKTSV4RRFFQ69G5FAU")); /* U not in alphabet */
 }
 
 static void test_ulid_clock_step_back_keeps_order(void **state) {
         char a[AF_ULID_LEN + 1], b[AF_ULID_LEN + 1];
         af_ulid_new_at(a, 1800000000000);
-        af_ulid_new_at(b, 1799999999000);   /* wall clock stepped back */
+        af_ulid_new_at(b, 1799999999000); /* wall clock stepped back */
         assert_true(strcmp(a, b) < 0);
 }
 
@@ -107,15 +107,15 @@ static void test_sha256_and_hmac_vectors(void **state) {
         char hex[AF_SHA256_HEX_LEN + 1];
         af_sha256_hex("abc", 3, hex);
         assert_string_equal(hex,
-                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+                            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         /* RFC 4231 test case 2 */
         af_hmac_sha256_hex("Jefe", 4, "what do ya want for nothing?", 28, hex);
         assert_string_equal(hex,
-                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+                            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
         uint8_t raw[32];
         assert_true(af_hex_decode(hex, raw, 32));
         assert_false(af_hex_decode("zz", raw, 1));
-        assert_false(af_hex_decode("abcd", raw, 1));   /* trailing bytes */
+        assert_false(af_hex_decode("abcd", raw, 1)); /* trailing bytes */
         assert_true(af_const_eq("abc", "abc", 3));
         assert_false(af_const_eq("abc", "abd", 3));
 }

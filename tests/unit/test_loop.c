@@ -38,7 +38,7 @@ static void test_repeating_timer_fires_until_stopped(void **state) {
 }
 
 static void on_signal(af_loop_t *loop, int signo, void *opaque) {
-        *(int *)opaque = signo;
+        *(int *) opaque = signo;
         af_loop_stop(loop);
 }
 
