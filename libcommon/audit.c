@@ -1,0 +1,244 @@
+/*
+ * audit: the tamper-evident audit trail, one hash chain per emitting process.
+ *
+ * Every event this process emits is sealed before it goes to Kafka: it gets the next seq, the
+ * previous event's chain hash as prev_hash, chain_hash = sha256(prev_hash || the event packed
+ * with chain_hash and hmac empty) and hmac = HMAC-SHA256(audit key, chain_hash hex). An
+ * auditor who replays the `audit` topic per emitter can therefore tell a removed, reordered
+ * or edited event (the chain breaks) from a forged one (the HMAC fails). Both daemons use it:
+ * the coordinator for admissions and denials, workers for leases, handler calls and results.
+ *
+ * The canonical bytes are protobuf-c's packing of the event, which writes fields in field
+ * number order and is deterministic for a given message, so verify() can recompute them from
+ * a decoded event.
+ */
+#include "audit.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "crypto.h"
+#include "ids.h"
+#include "log.h"
+
+struct af_audit_s {
+        af_producer_t *p; /* borrowed; NULL = seal only (tests, tools) */
+        char *emitter;    /* "coordinator", "worker:<id>" */
+        char *key;        /* audit.hmac_key (secret, never logged) */
+        size_t key_len;
+        char topic[256];                       /* <prefix>audit */
+        uint64_t seq;                          /* seq of the last event sealed */
+        char prev_hash[AF_SHA256_HEX_LEN + 1]; /* chain_hash of the last event; "" first */
+        /* Storage the last sealed event's filled-in string fields point to. */
+        char id[AF_ULID_LEN + 1];
+        char chain_hash[AF_SHA256_HEX_LEN + 1];
+        char hmac[AF_SHA256_HEX_LEN + 1];
+        char used_prev[AF_SHA256_HEX_LEN + 1];
+};
+
+af_audit_t *af_audit_new(af_producer_t *p, const af_config_t *conf, const char *emitter,
+                         char *errstr, size_t errstr_size) {
+        af_audit_t *a = NULL;
+        const char *key = af_config_str(conf, "audit.hmac_key");
+
+        if (!key || !*key) {
+                af_errstr(AF_ERR_CONFIG, errstr, errstr_size,
+                          "audit.hmac_key: must be set (the audit trail is signed with it)");
+                goto out;
+        }
+        if (!emitter || !*emitter) {
+                af_errstr(AF_ERR_INVALID, errstr, errstr_size, "audit: emitter is empty");
+                goto out;
+        }
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                goto nomem;
+        a->p = p;
+        a->emitter = strdup(emitter);
+        a->key = strdup(key);
+        if (!a->emitter || !a->key)
+                goto nomem;
+        a->key_len = strlen(key);
+        af_kafka_topic(conf, "audit", a->topic, sizeof(a->topic));
+        goto out;
+nomem:
+        af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "audit: out of memory");
+        af_audit_destroy(a);
+        a = NULL;
+out:
+        return a;
+}
+
+void af_audit_destroy(af_audit_t *a) {
+        if (!a)
+                return;
+        free(a->emitter);
+        if (a->key) {
+                memset(a->key, 0, a->key_len);
+                free(a->key);
+        }
+        free(a);
+}
+
+/* chain_hash of ev given its prev_hash, computed over ev packed with chain_hash and hmac
+ * empty. ev is not modified (a shallow copy is packed). @returns AF_OK or AF_ERR_NOMEM. */
+static af_err_t audit_chain_hash(const Agentfleet__V1__AuditEvent *ev, const char *prev_hash,
+                                 char out[AF_SHA256_HEX_LEN + 1]) {
+        Agentfleet__V1__AuditEvent copy = *ev;
+        size_t plen = strlen(prev_hash);
+        size_t len;
+        uint8_t *bytes = NULL;
+        af_err_t err = AF_OK;
+
+        copy.chain_hash = (char *) "";
+        copy.hmac = (char *) "";
+        len = agentfleet__v1__audit_event__get_packed_size(&copy);
+        bytes = malloc(plen + len + 1);
+        if (!bytes) {
+                err = AF_ERR_NOMEM;
+                goto out;
+        }
+        memcpy(bytes, prev_hash, plen);
+        agentfleet__v1__audit_event__pack(&copy, bytes + plen);
+        af_sha256_hex(bytes, plen + len, out);
+out:
+        free(bytes);
+        return err;
+}
+
+/* Seal ev: fill id (if empty), at_ms (if 0), emitter, seq and the chain fields. The string
+ * fields filled point into a and stay valid until the next seal. */
+static af_err_t audit_seal(af_audit_t *a, Agentfleet__V1__AuditEvent *ev) {
+        af_err_t err;
+
+        if (!ev->id || !*ev->id) {
+                af_ulid_new(a->id);
+                ev->id = a->id;
+        }
+        if (!ev->at_ms)
+                ev->at_ms = af_clock_wall_ms();
+        ev->emitter = a->emitter;
+        ev->seq = a->seq + 1;
+        memcpy(a->used_prev, a->prev_hash, sizeof(a->used_prev));
+        ev->prev_hash = a->used_prev;
+        err = audit_chain_hash(ev, a->prev_hash, a->chain_hash);
+        if (err)
+                goto out;
+        af_hmac_sha256_hex(a->key, a->key_len, a->chain_hash, AF_SHA256_HEX_LEN, a->hmac);
+        ev->chain_hash = a->chain_hash;
+        ev->hmac = a->hmac;
+        /* Only a sealed event advances the chain. */
+        a->seq++;
+        memcpy(a->prev_hash, a->chain_hash, sizeof(a->prev_hash));
+out:
+        return err;
+}
+
+/* Delivery of an audit event nobody waits for: a failure is worth a log line, since the
+ * chain now has a gap an auditor will see. */
+static void audit_delivery_log(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
+                               void *opaque) {
+        if (err)
+                af_error("audit event not delivered: %s", errstr ? errstr : af_err2str(err));
+}
+
+/* Chain, sign and produce ev. Loop thread. The filled-in string fields point into a and stay
+ * valid until the next emit; ev must therefore be built by the caller (not unpacked).
+ * @returns AF_OK (cb, if given, will be called), or what af_producer_send returns. */
+af_err_t af_audit_emit(af_audit_t *a, Agentfleet__V1__AuditEvent *ev, af_delivery_cb_t *cb,
+                       void *opaque) {
+        af_err_t err;
+        size_t len;
+        uint8_t *bytes = NULL;
+        char errstr[256] = "";
+        af_kafka_header_t hdrs[2];
+        size_t hdr_cnt = 0;
+        const char *key;
+
+        err = audit_seal(a, ev);
+        if (err || !a->p)
+                goto out;
+        len = agentfleet__v1__audit_event__get_packed_size(ev);
+        bytes = malloc(len ? len : 1);
+        if (!bytes) {
+                err = AF_ERR_NOMEM;
+                goto out;
+        }
+        agentfleet__v1__audit_event__pack(ev, bytes);
+        hdrs[hdr_cnt++] = (af_kafka_header_t){"content-type", "application/x-protobuf",
+                                              strlen("application/x-protobuf")};
+        if (ev->traceparent && *ev->traceparent)
+                hdrs[hdr_cnt++] = (af_kafka_header_t){"traceparent", ev->traceparent,
+                                                      strlen(ev->traceparent)};
+        key = ev->task_id && *ev->task_id ? ev->task_id : NULL;
+        err = af_producer_send(a->p, a->topic, -1 /*by key*/, key, key ? strlen(key) : 0, bytes,
+                               len, hdrs, hdr_cnt, cb ? cb : audit_delivery_log, opaque, errstr,
+                               sizeof(errstr));
+        if (err)
+                af_error("audit event %s (%s) not produced: %s", ev->action ? ev->action : "",
+                         ev->task_id ? ev->task_id : "", errstr);
+out:
+        free(bytes);
+        return err;
+}
+
+af_err_t af_audit_record(af_audit_t *a, const char *actor, Agentfleet__V1__ActorKind kind,
+                         const char *action, const char *task_id, const char *tenant,
+                         const char *decision, const char *reason, const char *details) {
+        Agentfleet__V1__AuditEvent ev = AGENTFLEET__V1__AUDIT_EVENT__INIT;
+
+        ev.actor = (char *) (actor ? actor : "");
+        ev.actor_kind = kind;
+        ev.action = (char *) (action ? action : "");
+        ev.task_id = (char *) (task_id ? task_id : "");
+        ev.tenant = (char *) (tenant ? tenant : "");
+        ev.decision = (char *) (decision ? decision : "");
+        ev.reason = (char *) (reason ? reason : "");
+        ev.details = (char *) (details ? details : "");
+        return af_audit_emit(a, &ev, NULL, NULL);
+}
+
+af_err_t af_audit_verify(const Agentfleet__V1__AuditEvent *ev, const char *prev_chain_hash,
+                         const void *key, size_t key_len, char *errstr, size_t errstr_size) {
+        char want[AF_SHA256_HEX_LEN + 1];
+        char mac[AF_SHA256_HEX_LEN + 1];
+        const char *prev = prev_chain_hash ? prev_chain_hash : "";
+        const char *have_prev = ev->prev_hash ? ev->prev_hash : "";
+        const char *have_chain = ev->chain_hash ? ev->chain_hash : "";
+        const char *have_mac = ev->hmac ? ev->hmac : "";
+        af_err_t err = AF_OK;
+
+        if (strcmp(have_prev, prev) != 0) {
+                err = af_errstr(AF_ERR_INVALID, errstr, errstr_size,
+                                "audit event %s (seq %llu): prev_hash \"%.16s...\" does not "
+                                "follow the previous event's chain hash \"%.16s...\"",
+                                ev->id ? ev->id : "", (unsigned long long) ev->seq, have_prev,
+                                prev);
+                goto out;
+        }
+        err = audit_chain_hash(ev, have_prev, want);
+        if (err) {
+                af_errstr(err, errstr, errstr_size, "audit verify: out of memory");
+                goto out;
+        }
+        if (strlen(have_chain) != AF_SHA256_HEX_LEN ||
+            !af_const_eq(have_chain, want, AF_SHA256_HEX_LEN)) {
+                err = af_errstr(AF_ERR_INVALID, errstr, errstr_size,
+                                "audit event %s (seq %llu): chain_hash does not match its "
+                                "content (edited event)",
+                                ev->id ? ev->id : "", (unsigned long long) ev->seq);
+                goto out;
+        }
+        af_hmac_sha256_hex(key, key_len, have_chain, AF_SHA256_HEX_LEN, mac);
+        if (strlen(have_mac) != AF_SHA256_HEX_LEN ||
+            !af_const_eq(have_mac, mac, AF_SHA256_HEX_LEN)) {
+                err = af_errstr(AF_ERR_INVALID, errstr, errstr_size,
+                                "audit event %s (seq %llu): hmac does not match (wrong key or "
+                                "forged event)",
+                                ev->id ? ev->id : "", (unsigned long long) ev->seq);
+                goto out;
+        }
+out:
+        return err;
+}
