@@ -22,12 +22,12 @@ typedef struct af_audit_s af_audit_t;
  * The producer is borrowed and must outlive the audit. */
 af_audit_t *af_audit_new(af_producer_t *p, const af_config_t *conf, const char *emitter,
                          char *errstr, size_t errstr_size);
-void af_audit_destroy(af_audit_t *a);   /* NULL is fine */
+void af_audit_destroy(af_audit_t *a); /* NULL is fine */
 
 /* Chain, sign and produce ev (caller keeps ownership; the chain fields, id, at_ms, emitter
  * and seq are filled in). cb may be NULL. @returns what af_producer_send returns. */
-af_err_t af_audit_emit(af_audit_t *a, Agentfleet__V1__AuditEvent *ev,
-                       af_delivery_cb_t *cb, void *opaque);
+af_err_t af_audit_emit(af_audit_t *a, Agentfleet__V1__AuditEvent *ev, af_delivery_cb_t *cb,
+                       void *opaque);
 
 /* Convenience for the common shape. details is JSON text or NULL. */
 af_err_t af_audit_record(af_audit_t *a, const char *actor, Agentfleet__V1__ActorKind kind,
