@@ -402,7 +402,7 @@ int af_cli_cmd_drive(af_cli_t *cli, int argc, char **argv) {
         rc = AF_CLI_EXIT_SERVER;
         af_ulid_new(d.run_id);
         /* The ULID's random tail: short, and unique enough to tell runs apart. */
-        snprintf(d.run_tag, sizeof(d.run_tag), "%s", d.run_id + AF_ULID_LEN - 8);
+        memcpy(d.run_tag, d.run_id + AF_ULID_LEN - 8, 9); /* 8 chars and the NUL */
         if (plan_tasks(&d) < 0) {
                 fprintf(stderr, "agentfleet drive: out of memory\n");
                 goto out;
