@@ -164,17 +164,8 @@ static int load_config(af_cli_t *cli, const globals_t *g) {
                 return -1;
         }
         for (int i = 0; i < g->set_cnt; i++) {
-                char name[256];
-                const char *eq = strchr(g->sets[i], '=');
-                if (!eq || eq == g->sets[i] || (size_t) (eq - g->sets[i]) >= sizeof(name)) {
-                        fprintf(stderr, "agentfleet: --set expects NAME=VALUE, got \"%s\"\n",
-                                g->sets[i]);
-                        return -1;
-                }
-                memcpy(name, g->sets[i], (size_t) (eq - g->sets[i]));
-                name[eq - g->sets[i]] = '\0';
-                if (af_config_set(cli->conf, name, eq + 1, errstr, sizeof(errstr)) != AF_OK) {
-                        fprintf(stderr, "agentfleet: --set %s: %s\n", name, errstr);
+                if (af_config_set_arg(cli->conf, g->sets[i], errstr, sizeof(errstr)) != AF_OK) {
+                        fprintf(stderr, "agentfleet: %s\n", errstr);
                         return -1;
                 }
         }

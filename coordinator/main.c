@@ -268,17 +268,9 @@ int main(int argc, char **argv) {
         }
         if (af_config_load(co.conf, config, errstr, sizeof(errstr)))
                 goto fail;
-        for (size_t i = 0; i < set_cnt; i++) {
-                char name[256];
-                const char *eq = strchr(sets[i], '=');
-                if (!eq || eq == sets[i] || (size_t) (eq - sets[i]) >= sizeof(name)) {
-                        snprintf(errstr, sizeof(errstr), "--set %s: expected name=value", sets[i]);
+        for (size_t i = 0; i < set_cnt; i++)
+                if (af_config_set_arg(co.conf, sets[i], errstr, sizeof(errstr)))
                         goto fail;
-                }
-                snprintf(name, sizeof(name), "%.*s", (int) (eq - sets[i]), sets[i]);
-                if (af_config_set(co.conf, name, eq + 1, errstr, sizeof(errstr)))
-                        goto fail;
-        }
         level = af_log_level_parse(af_config_str(co.conf, "log.level"));
         af_log_init("coordinator", level < 0 ? AF_LOG_INFO : (af_log_level_t) level);
         if (!(co.cat = af_catalog_load(config, errstr, sizeof(errstr))))

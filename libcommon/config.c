@@ -599,6 +599,18 @@ af_err_t af_config_set(af_config_t *conf, const char *name, const char *value, c
         return config_store(conf, name, value, 0, NULL, true, errstr, errstr_size);
 }
 
+af_err_t af_config_set_arg(af_config_t *conf, const char *arg, char *errstr, size_t errstr_size) {
+        const char *eq = strchr(arg, '=');
+        char name[256];
+
+        if (!eq || eq == arg || (size_t) (eq - arg) >= sizeof(name))
+                return af_errstr(AF_ERR_CONFIG, errstr, errstr_size,
+                                 "--set %s: expected name=value", arg);
+        memcpy(name, arg, (size_t) (eq - arg));
+        name[eq - arg] = '\0';
+        return af_config_set(conf, name, eq + 1, errstr, errstr_size);
+}
+
 const char *af_config_str(const af_config_t *conf, const char *name) {
         int idx;
         setting_must(name, &idx);

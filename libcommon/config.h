@@ -68,6 +68,10 @@ af_err_t af_config_load_env(af_config_t *conf, char **envp, char *errstr, size_t
 af_err_t af_config_set(af_config_t *conf, const char *name, const char *value, char *errstr,
                        size_t errstr_size);
 
+/* Apply one command-line "name=value" (the argument of --set) with af_config_set().
+ * @returns AF_ERR_CONFIG with errstr "--set x: expected name=value" when there is no '='. */
+af_err_t af_config_set_arg(af_config_t *conf, const char *arg, char *errstr, size_t errstr_size);
+
 /* Typed getters; the name must be in the table (abort otherwise: a programming error). */
 const char *af_config_str(const af_config_t *conf, const char *name); /* NULL when unset */
 int64_t af_config_int(const af_config_t *conf, const char *name);     /* INT/DURATION/SIZE */

@@ -160,16 +160,8 @@ static int worker_options(int argc, char **argv, af_config_t *conf, char **confi
                 goto out;
         }
         for (size_t i = 0; i < nsets; i++) {
-                char *eq = strchr(sets[i], '=');
-                if (!eq) {
-                        fprintf(stderr, "agentfleet-worker: --set %s: expected name=value\n",
-                                sets[i]);
-                        rc = -1;
-                        goto out;
-                }
-                *eq = '\0';
-                if (af_config_set(conf, sets[i], eq + 1, errstr, sizeof(errstr)) != AF_OK) {
-                        fprintf(stderr, "agentfleet-worker: --set: %s\n", errstr);
+                if (af_config_set_arg(conf, sets[i], errstr, sizeof(errstr)) != AF_OK) {
+                        fprintf(stderr, "agentfleet-worker: %s\n", errstr);
                         rc = -1;
                         goto out;
                 }
