@@ -12,11 +12,13 @@
  * a later attempt wins over an earlier one, and the first final record is kept. Each script
  * touches one slot (the task's, then the tenant's), so a Redis Cluster needs no redesign.
  *
- * Rebuild: the consumer has a group of its own per process start with auto.offset.reset
- * earliest, so every start replays `results` (compacted: one record per task). When Redis
- * comes back without the marker af:idx:epoch (emptied, restarted without persistence; checked
- * on every reconnect and every few seconds), or after updates failed while it was down, the
- * consumer seeks back to the beginning and replays again.
+ * Rebuild: the consumer's group is "<coordinator.group_id>-index", shared by every
+ * coordinator (they split the partitions and write the same Redis), and resumes from its
+ * committed offsets, so a restart does not replay history. When Redis comes back without the
+ * marker af:idx:epoch (emptied, restarted without persistence; checked on every reconnect and
+ * every few seconds), or after updates failed while it was down, the consumer seeks back to
+ * the beginning and replays `results` (compacted: one record per task). Offsets are stored as
+ * records are applied: a failed apply triggers that replay, so nothing is skipped.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -529,6 +531,7 @@ static void on_result(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque)
         }
         af_index_apply(ix, res);
         agentfleet__v1__task_result__free_unpacked(res, NULL);
+        af_consumer_store_offset(c, msg->topic, msg->partition, msg->offset + 1);
 }
 
 /* Re-read `results` from the beginning on every assigned partition. */
@@ -588,7 +591,7 @@ bool af_index_ready(const af_index_t *ix) {
 
 af_index_t *af_index_new(af_coord_t *co, char *errstr, size_t errstr_size) {
         af_index_t *ix = calloc(1, sizeof(*ix));
-        char group[256], id[AF_ULID_LEN + 1];
+        char group[256];
         const char *topics[1];
 
         if (!ix) {
@@ -598,11 +601,9 @@ af_index_t *af_index_new(af_coord_t *co, char *errstr, size_t errstr_size) {
         ix->co = co;
         ix->script_apply = af_redis_script_add(co->redis, lua_apply);
         ix->script_sets = af_redis_script_add(co->redis, lua_sets);
-        /* A group of its own per start: all partitions, from the beginning (the process's
-         * kafka.auto.offset.reset is earliest), nothing committed that matters. */
-        af_ulid_new(id);
-        snprintf(group, sizeof(group), "%s-index-%s",
-                 af_config_str(co->conf, "coordinator.group_id"), id);
+        /* One group for the index of every coordinator; a new group starts at the earliest
+         * offset (the process's kafka.auto.offset.reset), i.e. builds the index from scratch. */
+        snprintf(group, sizeof(group), "%s-index", af_config_str(co->conf, "coordinator.group_id"));
         topics[0] = co->topic_results;
         ix->consumer = af_consumer_new(co->loop, co->conf, group, topics, 1, on_result, NULL, ix,
                                        errstr, errstr_size);
