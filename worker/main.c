@@ -330,7 +330,9 @@ int main(int argc, char **argv) {
         level = af_log_level_parse(af_config_str(w.conf, "log.level"));
         af_log_init("worker", level < 0 ? AF_LOG_INFO : (af_log_level_t) level);
         if (worker_setup(&w, errstr, sizeof(errstr))) {
-                af_error("cannot start: %s", errstr);
+                /* Plain, like the settings errors above and the coordinator: an operator
+                 * reads "file:line: key: ..." as is, not inside an escaped JSON string. */
+                fprintf(stderr, "agentfleet-worker: %s\n", errstr);
                 w.stopped = true;
                 worker_teardown(&w);
                 return 1;
