@@ -23,7 +23,7 @@
 #include "coord.h"
 #include "dlq.h"
 #include "log.h"
-#include "offsets.h"
+#include "watermark.h"
 #include "wire_json.h"
 
 #define INFLIGHT_HOLD   1000 /* requests in flight before fetching pauses */
@@ -34,7 +34,7 @@
 struct af_intake_s {
         af_coord_t *co;
         af_consumer_t *consumer;
-        af_offsets_t *offsets;
+        af_watermark_t *offsets;
         int inflight;
         bool held;
         bool stopped; /* draining: stays held */
@@ -48,7 +48,7 @@ typedef struct imsg_s {
         af_intake_t *in;
         int32_t partition;
         int64_t offset;
-        uint64_t gen; /* offsets generation of the partition at receipt */
+        uint32_t gen; /* watermark epoch of the partition at receipt */
         uint8_t *value;
         size_t value_len;
         uint8_t *key;
@@ -78,7 +78,8 @@ static void imsg_free(imsg_t *m) {
 /* The request is finished (admitted or dead-lettered): let its offset be committed. */
 static void imsg_done(imsg_t *m) {
         af_intake_t *in = m->in;
-        int64_t next = af_offsets_done(in->offsets, m->partition, m->gen, m->offset);
+        int64_t next =
+                af_watermark_done(in->offsets, 0 /*requests*/, m->partition, m->gen, m->offset);
         if (next >= 0 && in->consumer && !in->closed) {
                 af_err_t err = af_consumer_store_offset(in->consumer, in->co->topic_requests,
                                                         m->partition, next);
@@ -305,8 +306,18 @@ static void on_request(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque
                 m->content_type[ct_len] = '\0';
                 m->has_content_type = true;
         }
-        if (af_offsets_add(in->offsets, m->partition, m->offset, &m->gen))
+        switch (af_watermark_track(in->offsets, 0 /*requests*/, m->partition, m->offset, &m->gen)) {
+        case AF_OK:
+                break;
+        case AF_ERR_INVALID:
+                /* At or below an offset in flight: a redelivery of a request being handled. */
+                free(m->value);
+                free(m->key);
+                free(m);
+                return;
+        default:
                 goto nomem;
+        }
         in->inflight++;
         if (in->inflight >= INFLIGHT_HOLD && !in->held) {
                 in->held = true;
@@ -332,15 +343,19 @@ static void on_rebalance(af_consumer_t *c, bool assigned,
         /* Whatever is in flight for these partitions will be redelivered to the new owner
          * (or to us from the committed offset): forget its bookkeeping. Idempotency makes the
          * redelivery harmless. */
-        for (int i = 0; i < parts->cnt; i++)
-                af_offsets_reset(in->offsets, parts->elems[i].partition);
+        for (int i = 0; i < parts->cnt; i++) {
+                if (assigned)
+                        af_watermark_assign(in->offsets, 0, parts->elems[i].partition);
+                else
+                        af_watermark_revoke(in->offsets, 0, parts->elems[i].partition);
+        }
 }
 
 af_intake_t *af_intake_new(af_coord_t *co, char *errstr, size_t errstr_size) {
         af_intake_t *in = calloc(1, sizeof(*in));
         const char *topics[1] = {co->topic_requests};
 
-        if (!in || !(in->offsets = af_offsets_new())) {
+        if (!in || !(in->offsets = af_watermark_new())) {
                 free(in);
                 af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
                 return NULL;
@@ -350,7 +365,7 @@ af_intake_t *af_intake_new(af_coord_t *co, char *errstr, size_t errstr_size) {
                 af_consumer_new(co->loop, co->conf, af_config_str(co->conf, "coordinator.group_id"),
                                 topics, 1, on_request, on_rebalance, in, errstr, errstr_size);
         if (!in->consumer) {
-                af_offsets_destroy(in->offsets);
+                af_watermark_destroy(in->offsets);
                 free(in);
                 return NULL;
         }
@@ -381,6 +396,6 @@ void af_intake_destroy(af_intake_t *in) {
         if (!in)
                 return;
         af_consumer_destroy(in->consumer);
-        af_offsets_destroy(in->offsets);
+        af_watermark_destroy(in->offsets);
         free(in);
 }

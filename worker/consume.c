@@ -4,8 +4,8 @@
  * that enters the lease stage, a message that is not a valid Task is dead-lettered (its
  * offset counts as done once the dead letter is acknowledged). In-flight tasks are counted
  * and the consumer is held at worker.concurrency, so a burst on the topic never becomes a
- * burst of memory; each task's offset is tracked by the watermark (offsets.c) and stored
- * only when every earlier offset of its partition is done.
+ * burst of memory; each task's offset is tracked by the watermark (libcommon/watermark.c) and
+ * stored only when every earlier offset of its partition is done.
  */
 #include <stdlib.h>
 #include <string.h>

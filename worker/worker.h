@@ -4,7 +4,7 @@
  *
  *   consume.c      Kafka consumer on tasks.<lane>: decode + validate a Task, in-flight
  *                  accounting, hold the consumer at worker.concurrency
- *   offsets.c      per-partition contiguous-completion watermark (what may be committed)
+ *   (the watermark of what may be committed is libcommon/watermark.c)
  *   lease_stage.c  take the task's lease in Redis (retry on outage, wait while another
  *                  worker holds it), renew it while running, finish or release it
  *   execute.c      dispatch on the task type's kind, abort on cancel/lease loss/drain
@@ -41,7 +41,7 @@
 #include "redis.h"
 #include "template.h"
 
-#include "offsets.h"
+#include "watermark.h"
 
 /* How long a finished task's result stays in Redis as its "done" record: a redelivery of the
  * task within this window re-emits the stored result instead of running it again. Kafka's

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 /* The worker's stage is compiled in: it is not part of libcommon. */
-#include "../../worker/offsets.c"
+#include "watermark.h"
 
 static void test_in_order_completions_advance_each_time(void **state) {
         af_watermark_t *wm = af_watermark_new();

@@ -1,11 +1,11 @@
 /*
- * offsets: the contiguous-completion watermark (see offsets.h). Each partition keeps its
+ * watermark: the contiguous-completion watermark (see watermark.h). Each partition keeps its
  * in-flight offsets in a sorted array used as a queue: delivered offsets are appended at the
  * tail, a finished one is found by binary search and flagged, and the done prefix is popped
  * from the head, which moves the watermark. The array is compacted when the head passes half
  * of it, so memory follows the number of offsets in flight, not the partition's history.
  */
-#include "offsets.h"
+#include "watermark.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

@@ -1,5 +1,6 @@
 /*
- * offsets: the per-partition contiguous-completion watermark of the worker.
+ * watermark: the per-partition contiguous-completion watermark of a consumer whose messages
+ * are worked on concurrently (the worker's tasks, the coordinator's requests).
  *
  * Tasks of one partition finish in any order (an LLM call takes seconds, a CRM update
  * milliseconds), but a Kafka offset commit says "everything before this is done". So every
@@ -11,8 +12,8 @@
  * A partition revoked and assigned again gets a new epoch; a task that finishes under an old
  * epoch no longer counts (its offset is another worker's business now).
  */
-#ifndef AF_WORKER_OFFSETS_H
-#define AF_WORKER_OFFSETS_H
+#ifndef AF_WATERMARK_H
+#define AF_WATERMARK_H
 
 #include <stddef.h>
 #include <stdint.h>
