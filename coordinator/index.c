@@ -3,8 +3,12 @@
  *
  * Kafka is the system of record; this is soft state fed from the `results` topic (and by
  * admit.c directly, so a task is visible the moment its 202 is sent). Per task a hash
- * af:{<id>}:status {status, rank, attempt, tenant, type, json}, where json is the winning
- * TaskResult as JSON; per tenant sorted sets of task ids (all scores 0, so ids -- ULIDs --
+ * af:{<id>}:status {status, rank, attempt, tenant, type, pb}, where pb is the winning
+ * TaskResult as its protobuf bytes, exactly as read from `results`: every record of every
+ * task is written here but few are ever read, so the JSON view is built on the read path
+ * (converting each record on the way in was a third of the coordinator's CPU per task).
+ * Entries written before that change carry the JSON view in a field `json`, still read.
+ * Per tenant sorted sets of task ids (all scores 0, so ids -- ULIDs --
  * sort by admission time and pages are cut by id): af:idx:{<tenant>}:all, :s:<status>,
  * :y:<type>, :sy:<status>:<type>.
  *
@@ -49,9 +53,10 @@ struct af_index_s {
         af_timer_t *epoch_timer; /* looks for a lost index without a reconnect (FLUSHALL) */
 };
 
-/* KEYS[1] task hash. ARGV: status, rank, attempt, tenant, type, json, ttl_ms.
+/* KEYS[1] task hash. ARGV: status, rank, attempt, tenant, type, pb, ttl_ms.
  * Returns {previous status ("" when new), tenant, type} when applied, nil when the record
- * lost. A record without tenant or type (a writer that left them out) keeps the known ones. */
+ * lost. A record without tenant or type (a writer that left them out) keeps the known ones;
+ * an empty pb (a cancel mark) keeps the stored record. */
 static const char lua_apply[] =
         "local cur = redis.call('HMGET', KEYS[1], 'rank', 'attempt', 'status', 'tenant', 'type')\n"
         "local crank = tonumber(cur[1])\n"
@@ -70,7 +75,8 @@ static const char lua_apply[] =
         "local ttype = ARGV[5]\n"
         "if ttype == '' then ttype = cur[5] or '' end\n"
         "redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'attempt', ARGV[3],\n"
-        "           'tenant', tenant, 'type', ttype, 'json', ARGV[6])\n"
+        "           'tenant', tenant, 'type', ttype)\n"
+        "if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'pb', ARGV[6]) end\n"
         "redis.call('PEXPIRE', KEYS[1], ARGV[7])\n"
         "return {cur[3] or '', tenant, ttype}\n";
 
@@ -192,9 +198,10 @@ static void apply_cb(af_redis_t *r, const redisReply *reply, const af_error_t *e
         af_redis_script_run(ix->co->redis, ix->script_sets, sets_cb, ap, 6, keys, 2, args);
 }
 
-/* Start the two-step update of one task's entry. json is the view to store. */
+/* Start the two-step update of one task's entry. pb: the TaskResult bytes to store (len 0:
+ * keep the stored ones). */
 static void apply_entry(af_index_t *ix, const char *id, const char *tenant, const char *type,
-                        const char *status, int rank, int attempt, const char *json,
+                        const char *status, int rank, int attempt, const void *pb, size_t pb_len,
                         af_index_get_cb_t *cb, void *opaque) {
         apply_t *ap = calloc(1, sizeof(*ap));
         char key[128], rank_s[16], att_s[16];
@@ -218,35 +225,46 @@ static void apply_entry(af_index_t *ix, const char *id, const char *tenant, cons
         snprintf(rank_s, sizeof(rank_s), "%d", rank);
         snprintf(att_s, sizeof(att_s), "%d", attempt);
         const char *keys[] = {key};
-        const char *args[] = {ap->status, rank_s, att_s, ap->tenant, ap->type, json, ENTRY_TTL_MS};
+        const char *args[] = {ap->status,        rank_s,      att_s, ap->tenant, ap->type,
+                              (const char *) pb, ENTRY_TTL_MS};
+        size_t arglens[] = {strlen(ap->status),  strlen(rank_s),   strlen(att_s),
+                            strlen(ap->tenant),  strlen(ap->type), pb ? pb_len : 0,
+                            strlen(ENTRY_TTL_MS)};
+        if (!pb)
+                args[5] = "";
         ix->pending++;
         if (ix->pending >= PENDING_HOLD && !ix->held && ix->consumer) {
                 ix->held = true;
                 af_consumer_hold(ix->consumer, true);
         }
-        af_redis_script_run(ix->co->redis, ix->script_apply, apply_cb, ap, 1, keys, 7, args);
+        af_redis_script_runv(ix->co->redis, ix->script_apply, apply_cb, ap, 1, keys, NULL, 7, args,
+                             arglens);
 }
 
-void af_index_apply(af_index_t *ix, const Agentfleet__V1__TaskResult *res) {
-        json_t *j;
-        char *text;
-
-        if (!ix || !res->task_id || !af_ulid_valid(res->task_id))
+/* Index res, whose protobuf bytes are pb (as read from `results`). */
+static void index_apply_bytes(af_index_t *ix, const Agentfleet__V1__TaskResult *res, const void *pb,
+                              size_t pb_len) {
+        if (!ix || !res->task_id || !af_ulid_valid(res->task_id) || !pb_len)
                 return;
         int rank = status_rank(res->status);
         if (!rank)
                 return; /* UNSPECIFIED or unknown: nothing a reader could use */
-        j = af_wire_taskresult_to_json(res);
-        if (!j)
+        apply_entry(ix, res->task_id, res->tenant ? res->tenant : "", res->type ? res->type : "",
+                    af_wire_status2str(res->status), rank, res->attempt, pb, pb_len, NULL, NULL);
+}
+
+void af_index_apply(af_index_t *ix, const Agentfleet__V1__TaskResult *res) {
+        size_t len;
+        uint8_t *bytes;
+
+        if (!ix || !res->task_id || !af_ulid_valid(res->task_id) || !status_rank(res->status))
                 return;
-        json_object_set_new(j, "id", json_string(res->task_id));
-        text = json_dumps(j, JSON_COMPACT);
-        if (text)
-                apply_entry(ix, res->task_id, res->tenant ? res->tenant : "",
-                            res->type ? res->type : "", af_wire_status2str(res->status), rank,
-                            res->attempt, text, NULL, NULL);
-        free(text);
-        json_decref(j);
+        len = agentfleet__v1__task_result__get_packed_size(res);
+        if (!(bytes = malloc(len ? len : 1)))
+                return;
+        agentfleet__v1__task_result__pack(res, bytes);
+        index_apply_bytes(ix, res, bytes, len);
+        free(bytes);
 }
 
 /* ---- get ---------------------------------------------------------------------------------- */
@@ -256,17 +274,41 @@ typedef struct get_s {
         void *opaque;
 } get_t;
 
-/* Build a view from HMGET status json tenant type: the stored JSON with the hash's status,
- * tenant and type on top (they may be merged from earlier records). */
+/* The fields entry_from_reply reads, in its order. */
+#define ENTRY_FIELDS  "status", "pb", "tenant", "type", "json"
+#define ENTRY_NFIELDS 5
+
+/* The JSON view of a stored TaskResult (protobuf bytes), as the API shows it. */
+static json_t *entry_view_of_pb(const redisReply *pb) {
+        Agentfleet__V1__TaskResult *res =
+                agentfleet__v1__task_result__unpack(NULL, pb->len, (const uint8_t *) pb->str);
+        json_t *j = NULL;
+        if (!res)
+                return NULL;
+        if ((j = af_wire_taskresult_to_json(res)))
+                json_object_set_new(j, "id", json_string(res->task_id));
+        agentfleet__v1__task_result__free_unpacked(res, NULL);
+        return j;
+}
+
+/* Build a view from HMGET ENTRY_FIELDS: the stored record (pb, or the JSON of an entry
+ * written before pb) with the hash's status, tenant and type on top (they may be merged from
+ * earlier records). */
 static json_t *entry_from_reply(const redisReply *reply) {
         json_t *j;
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != ENTRY_NFIELDS)
                 return NULL;
-        const redisReply *st = reply->element[0], *js = reply->element[1];
+        const redisReply *st = reply->element[0], *pb = reply->element[1];
         const redisReply *tn = reply->element[2], *ty = reply->element[3];
-        if (st->type != REDIS_REPLY_STRING || js->type != REDIS_REPLY_STRING)
+        const redisReply *js = reply->element[4];
+        if (st->type != REDIS_REPLY_STRING)
                 return NULL;
-        j = json_loadb(js->str, js->len, 0, NULL);
+        if (pb->type == REDIS_REPLY_STRING && pb->len)
+                j = entry_view_of_pb(pb);
+        else if (js->type == REDIS_REPLY_STRING)
+                j = json_loadb(js->str, js->len, 0, NULL);
+        else
+                return NULL;
         if (!j || !json_is_object(j)) {
                 json_decref(j);
                 return NULL;
@@ -305,8 +347,8 @@ void af_index_get(af_index_t *ix, const char *task_id, af_index_get_cb_t *cb, vo
         g->cb = cb;
         g->opaque = opaque;
         task_key(key, sizeof(key), task_id);
-        const char *argv[] = {"HMGET", key, "status", "json", "tenant", "type"};
-        af_redis_commandv(ix->co->redis, get_cb, g, 6, argv, NULL);
+        const char *argv[] = {"HMGET", key, ENTRY_FIELDS};
+        af_redis_commandv(ix->co->redis, get_cb, g, 2 + ENTRY_NFIELDS, argv, NULL);
 }
 
 /* ---- list --------------------------------------------------------------------------------- */
@@ -418,8 +460,8 @@ static void list_ids_cb(af_redis_t *r, const redisReply *reply, const af_error_t
                 it->l = l;
                 it->i = i;
                 task_key(key, sizeof(key), l->ids[i] ? l->ids[i] : "");
-                const char *argv[] = {"HMGET", key, "status", "json", "tenant", "type"};
-                af_redis_commandv(l->redis, list_item_cb, it, 6, argv, NULL);
+                const char *argv[] = {"HMGET", key, ENTRY_FIELDS};
+                af_redis_commandv(l->redis, list_item_cb, it, 2 + ENTRY_NFIELDS, argv, NULL);
         }
 }
 
@@ -479,20 +521,13 @@ static void cancel_got(json_t *entry, const af_error_t *err, void *opaque) {
                 free(c);
                 return;
         }
-        json_t *view = json_deep_copy(entry);
-        json_object_set_new(view, "status", json_string("cancel_requested"));
-        char *text = json_dumps(view, JSON_COMPACT);
+        /* Only the hash's status changes (readers see "cancel_requested" from it); the
+         * stored record stays as it is. */
         const char *tenant = json_string_value(json_object_get(entry, "tenant"));
         const char *type = json_string_value(json_object_get(entry, "type"));
         json_int_t attempt = json_integer_value(json_object_get(entry, "attempt"));
-        if (text)
-                apply_entry(c->ix, c->id, tenant ? tenant : "", type ? type : "",
-                            "cancel_requested", RANK_CANCEL_REQUESTED, (int) attempt, text, c->cb,
-                            c->opaque);
-        else
-                c->cb(entry, NULL, c->opaque);
-        free(text);
-        json_decref(view);
+        apply_entry(c->ix, c->id, tenant ? tenant : "", type ? type : "", "cancel_requested",
+                    RANK_CANCEL_REQUESTED, (int) attempt, NULL, 0, c->cb, c->opaque);
         free(c);
 }
 
@@ -529,7 +564,8 @@ static void on_result(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque)
                         (int) msg->partition, (long long) msg->offset);
                 return;
         }
-        af_index_apply(ix, res);
+        /* The record's own bytes are what the index stores: no re-encoding. */
+        index_apply_bytes(ix, res, msg->value, msg->value_len);
         agentfleet__v1__task_result__free_unpacked(res, NULL);
         af_consumer_store_offset(c, msg->topic, msg->partition, msg->offset + 1);
 }

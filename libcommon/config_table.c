@@ -85,6 +85,10 @@ const af_setting_t af_settings[] = {
          "take the task)."},
         {"worker.lease_renew", D, "10s", 100, 30 * MIN, WO, 0,
          "How often a running task's lease is renewed; keep well below worker.lease_ttl."},
+        {"worker.running_after", D, "1s", 0, 1 * HOUR, WO, 0,
+         "A task still running this long after its lease was taken gets a RUNNING record on "
+         "`results` (progress for watch and the index); 0 sends it at once. Faster tasks go "
+         "straight to their final record, which saves a message and an index update each."},
         {"worker.drain_timeout", D, "30s", 0, 1 * HOUR, WO, 0,
          "On SIGTERM, in-flight tasks get this long to finish before they are handed back."},
         {"worker.http_timeout", D, "30s", 100, 10 * MIN, WO, 0,

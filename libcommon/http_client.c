@@ -31,6 +31,14 @@
 #define AF_HTTP_CLIENT_DEFAULT_TIMEOUT_MS 30000
 #define AF_HTTP_CLIENT_DEFAULT_MAX_RESP   (1024 * 1024)
 #define AF_HTTP_CLIENT_MAX_RETRY_AFTER    64 /* bytes of a Retry-After value we keep */
+/* Idle keep-alive connections curl may cache. Its default (4 x the handles currently added)
+ * shrinks whenever a burst of requests ends, and then closes connections that the next burst
+ * opens again: a TCP handshake per few requests. A worker keeps up to worker.concurrency
+ * calls in flight to a handful of hosts, so the cache is sized for that. */
+#define AF_HTTP_CLIENT_MAX_IDLE_CONNS 1024
+/* Finished easy handles kept for reuse (curl_easy_reset), saving curl's large per-handle
+ * allocation and initialisation on every request. */
+#define AF_HTTP_CLIENT_EASY_POOL 256
 
 typedef struct af_http_xfer_s af_http_xfer_t;
 
@@ -44,6 +52,8 @@ struct af_http_client_s {
         af_http_xfer_t *head;      /* transfers in curl (doubly linked) */
         af_http_xfer_t *cancelled; /* removed from curl, callback pending (singly) */
         int in_flight;             /* both lists: accepted, callback not yet called */
+        CURL *easy_pool[AF_HTTP_CLIENT_EASY_POOL]; /* reset handles ready for reuse */
+        int easy_pool_cnt;
 };
 
 struct af_http_xfer_s {
@@ -82,11 +92,25 @@ static void xfer_unlink(af_http_xfer_t *x) {
         x->prev = x->next = NULL;
 }
 
+/* A handle for a new transfer: a pooled one (already reset) or a new one. NULL on OOM. */
+static CURL *client_easy_get(af_http_client_t *hc) {
+        if (hc->easy_pool_cnt > 0)
+                return hc->easy_pool[--hc->easy_pool_cnt];
+        return curl_easy_init();
+}
+
+/* Free a transfer; its handle, no longer in the multi, goes back to the pool. */
 static void xfer_free(af_http_xfer_t *x) {
         if (!x)
                 return;
-        if (x->easy)
+        if (x->easy && x->hc->easy_pool_cnt < AF_HTTP_CLIENT_EASY_POOL) {
+                /* Reset drops every option (headers, body, callbacks) of the finished
+                 * request; the connection it used stays in the multi's cache. */
+                curl_easy_reset(x->easy);
+                x->hc->easy_pool[x->hc->easy_pool_cnt++] = x->easy;
+        } else if (x->easy) {
                 curl_easy_cleanup(x->easy);
+        }
         curl_slist_free_all(x->headers);
         af_buf_free(&x->resp);
         free(x);
@@ -358,6 +382,7 @@ af_http_client_t *af_http_client_new(af_loop_t *loop, const af_http_client_opts_
         curl_multi_setopt(hc->multi, CURLMOPT_SOCKETDATA, hc);
         curl_multi_setopt(hc->multi, CURLMOPT_TIMERFUNCTION, client_timer_cb);
         curl_multi_setopt(hc->multi, CURLMOPT_TIMERDATA, hc);
+        curl_multi_setopt(hc->multi, CURLMOPT_MAXCONNECTS, (long) AF_HTTP_CLIENT_MAX_IDLE_CONNS);
         if (hc->opts.max_host_connections > 0)
                 curl_multi_setopt(hc->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
                                   hc->opts.max_host_connections);
@@ -391,6 +416,8 @@ void af_http_client_destroy(af_http_client_t *hc) {
                 curl_multi_cleanup(hc->multi);
         if (hc->timer_ev)
                 event_free(hc->timer_ev);
+        while (hc->easy_pool_cnt > 0)
+                curl_easy_cleanup(hc->easy_pool[--hc->easy_pool_cnt]);
         free(hc);
 }
 
@@ -406,7 +433,7 @@ af_err_t af_http_client_send(af_http_client_t *hc, const af_http_request_t *req,
         }
         method = req->method ? req->method : "GET";
         x = calloc(1, sizeof(*x));
-        if (!x || !(x->easy = curl_easy_init())) {
+        if (!x || !(x->easy = client_easy_get(hc))) {
                 err = AF_ERR_NOMEM;
                 goto out;
         }

@@ -266,7 +266,12 @@ af_producer_t *af_producer_new(af_loop_t *loop, const af_config_t *conf, char *e
         static const char *const defaults[] = {
                 "client.id", "agentfleet",
                 "acks", "all",
-                "linger.ms", "5",
+                /* Every message we produce is small and every task produces several, to
+                 * partitions spread by key; librdkafka 2.0 sends one request per partition
+                 * batch, and on a small broker the per-request cost dominates. 20 ms cuts the
+                 * broker's CPU per task by about half against 5 ms (bench/run) and stays far
+                 * below a handler's own latency. */
+                "linger.ms", "20",
                 "compression.type", "lz4",
                 NULL,
         };

@@ -143,12 +143,37 @@ static void lease_on_renew(af_lease_t *lease, af_lease_status_t st, const char *
         }
 }
 
+/* Arm the task's one timer for whichever comes first: the next renewal or the RUNNING
+ * record. One timer for both keeps the per-task footprint at two timers. */
+static void lease_tick_schedule(af_wtask_t *t) {
+        int64_t now = af_clock_mono_ms();
+        int64_t next = t->renew_due_ms;
+
+        if (!t->running_sent && t->running_due_ms < next)
+                next = t->running_due_ms;
+        af_timer_start(t->renew_timer, next > now ? next - now : 0, false);
+}
+
 static void lease_renew_cb(void *opaque) {
         af_wtask_t *t = opaque;
-        if (t->state != AF_WTASK_RUNNING || t->renew_busy || t->redis_busy || t->aborted)
-                return;
-        t->renew_busy = true;
-        af_lease_renew(t->w->redis, &t->lease, lease_on_renew, t);
+        af_worker_t *w = t->w;
+        int64_t now = af_clock_mono_ms();
+
+        if (t->state != AF_WTASK_RUNNING || t->aborted)
+                return; /* the handler is ending: nothing more to renew or announce */
+        if (!t->running_sent && now >= t->running_due_ms) {
+                /* Still running: worth telling watchers (and the index) it started. */
+                t->running_sent = true;
+                af_emit_running(t);
+        }
+        if (now >= t->renew_due_ms) {
+                t->renew_due_ms = now + w->lease_renew_ms;
+                if (!t->renew_busy && !t->redis_busy) {
+                        t->renew_busy = true;
+                        af_lease_renew(w->redis, &t->lease, lease_on_renew, t);
+                }
+        }
+        lease_tick_schedule(t);
 }
 
 /* ---- acquire ---------------------------------------------------------------------------- */
@@ -196,11 +221,17 @@ static void lease_on_acquire(af_lease_t *lease, af_lease_status_t st, const char
                          t->lease.fence, t->lease.ttl_ms, w->topics[t->topic_idx],
                          (int) t->partition, t->offset);
                 af_emit_audit(t, "lease.acquired", "ok", NULL, details);
-                af_emit_running(t);
+                /* The RUNNING record waits worker.running_after: most tasks of a busy fleet
+                 * end sooner, and their final record says all a RUNNING one would. */
+                t->running_sent = w->running_after_ms <= 0;
+                if (t->running_sent)
+                        af_emit_running(t);
+                t->renew_due_ms = t->started_mono_ms + w->lease_renew_ms;
+                t->running_due_ms = t->started_mono_ms + w->running_after_ms;
                 if (!t->renew_timer)
                         t->renew_timer = af_timer_new(w->loop, lease_renew_cb, t);
                 if (t->renew_timer)
-                        af_timer_start(t->renew_timer, w->lease_renew_ms, true /*repeat*/);
+                        lease_tick_schedule(t);
                 af_execute_start(t);
                 break;
         case AF_LEASE_DONE:

@@ -219,6 +219,7 @@ static int worker_setup(af_worker_t *w, char *errstr, size_t errstr_size) {
         w->concurrency = af_config_int(w->conf, "worker.concurrency");
         w->lease_ttl_ms = af_config_int(w->conf, "worker.lease_ttl");
         w->lease_renew_ms = af_config_int(w->conf, "worker.lease_renew");
+        w->running_after_ms = af_config_int(w->conf, "worker.running_after");
         w->drain_timeout_ms = af_config_int(w->conf, "worker.drain_timeout");
         w->http_timeout_ms = af_config_int(w->conf, "worker.http_timeout");
         w->max_response = af_config_int(w->conf, "worker.max_response");

@@ -87,9 +87,12 @@ struct af_wtask_s {
         bool leased;     /* lease->token is ours as far as we know */
         bool redis_busy; /* a lease command is in flight */
         bool renew_busy;
-        uint32_t lease_tries; /* consecutive failed/held acquisitions, for back-off */
-        af_timer_t *timer;    /* retries of acquire/finish, deferred starts */
-        af_timer_t *renew_timer;
+        uint32_t lease_tries;    /* consecutive failed/held acquisitions, for back-off */
+        af_timer_t *timer;       /* retries of acquire/finish, deferred starts */
+        af_timer_t *renew_timer; /* one-shot, re-armed: the next renew or RUNNING record */
+        int64_t renew_due_ms;    /* monotonic ms of the next lease renewal */
+        int64_t running_due_ms;  /* monotonic ms when the RUNNING record is due */
+        bool running_sent;       /* RUNNING record produced under the current lease */
 
         /* Why the handler is being stopped (checked when it reports back). */
         bool cancel_requested; /* renew said CANCELLED: emit CANCELLED */
@@ -160,6 +163,7 @@ struct af_worker_s {
         int64_t concurrency;
         int64_t lease_ttl_ms;
         int64_t lease_renew_ms;
+        int64_t running_after_ms; /* worker.running_after */
         int64_t drain_timeout_ms;
         int64_t http_timeout_ms;
         int64_t max_response;

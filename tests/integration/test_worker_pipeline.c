@@ -486,6 +486,7 @@ static void write_config(int stub_port) {
                 "worker:\n  id: %s\n  group_id: %s\n  lanes: default\n  concurrency: 8\n"
                 "  metrics_port: %d\n"
                 "  lease_ttl: 5s\n  lease_renew: 500ms\n  drain_timeout: 2s\n  http_timeout: 5s\n"
+                "  running_after: 300ms\n"
                 "integrations:\n"
                 "  crm_update:\n    method: POST\n"
                 "    url: \"http://127.0.0.1:%d/crm/claims/{{payload.claim_id}}\"\n"
@@ -1008,6 +1009,26 @@ static void test_task_type_timeout_fails_retriable(void **state) {
         assert_int_equal(reqs_for_task(R.id_timeout), 1);
 }
 
+/* worker.running_after: a task still running after it gets one RUNNING record, produced
+ * before its final one (same key, same partition: readers never see it after the end). */
+static void test_running_record_of_a_long_task_precedes_its_final(void **state) {
+        int running = 0, running_at = -1, final_at = final_index(R.id_timeout, 0);
+        for (int i = 0; i < R.nresults; i++) {
+                Agentfleet__V1__TaskResult *r = R.results[i];
+                if (!strcmp(r->task_id, R.id_timeout) &&
+                    r->status == AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_RUNNING) {
+                        running++;
+                        running_at = i;
+                        assert_true(r->fence >= 1);
+                        assert_non_null(r->timings);
+                        assert_true(r->timings->started_at_ms > 0);
+                }
+        }
+        assert_int_equal(running, 1);
+        assert_true(final_at >= 0);
+        assert_true(running_at < final_at);
+}
+
 static void test_past_deadline_fails_without_running(void **state) {
         Agentfleet__V1__TaskResult *f[2];
         assert_int_equal(finals(R.id_past_deadline, f, 2), 1);
@@ -1139,6 +1160,7 @@ int main(void) {
                 cmocka_unit_test(test_cancel_while_running_aborts_the_call),
                 cmocka_unit_test(test_drain_hands_back_unfinished_task),
                 cmocka_unit_test(test_task_type_timeout_fails_retriable),
+                cmocka_unit_test(test_running_record_of_a_long_task_precedes_its_final),
                 cmocka_unit_test(test_past_deadline_fails_without_running),
                 cmocka_unit_test(test_agent_denied_tool_and_prose_answer),
                 cmocka_unit_test(test_offsets_committed_to_the_end),

@@ -103,6 +103,34 @@ static void test_backoff_bounds_and_overflow(void **state) {
         assert_true(d >= 80 && d <= 160);
 }
 
+/* crypto.c keeps the last key's HMAC state per thread: a change of key (same length, other
+ * length, empty) must never reuse it, and repeating a key must give the same MAC. */
+static void test_hmac_key_changes_do_not_reuse_state(void **state) {
+        static const char *want_jefe =
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        static const char *want_key = /* RFC 4231 test case 1: 20 bytes of 0x0b, "Hi There" */
+                "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
+        char key1[20], hex[AF_SHA256_HEX_LEN + 1], empty_first[AF_SHA256_HEX_LEN + 1];
+        memset(key1, 0x0b, sizeof(key1));
+        af_hmac_sha256_hex("", 0, "x", 1, empty_first);
+        for (int round = 0; round < 3; round++) {
+                af_hmac_sha256_hex("Jefe", 4, "what do ya want for nothing?", 28, hex);
+                assert_string_equal(hex, want_jefe);
+                af_hmac_sha256_hex(key1, sizeof(key1), "Hi There", 8, hex);
+                assert_string_equal(hex, want_key);
+                af_hmac_sha256_hex("Jeff", 4, "what do ya want for nothing?", 28, hex);
+                assert_string_not_equal(hex, want_jefe);
+                af_hmac_sha256_hex("", 0, "x", 1, hex);
+                assert_string_equal(hex, empty_first);
+        }
+        af_sha256_hex("abc", 3, hex);
+        assert_string_equal(hex,
+                            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        af_sha256_hex("", 0, hex);
+        assert_string_equal(hex,
+                            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
 static void test_sha256_and_hmac_vectors(void **state) {
         char hex[AF_SHA256_HEX_LEN + 1];
         af_sha256_hex("abc", 3, hex);
@@ -136,6 +164,7 @@ int main(void) {
                 cmocka_unit_test(test_ulid_clock_step_back_keeps_order),
                 cmocka_unit_test(test_backoff_bounds_and_overflow),
                 cmocka_unit_test(test_sha256_and_hmac_vectors),
+                cmocka_unit_test(test_hmac_key_changes_do_not_reuse_state),
                 cmocka_unit_test(test_clock_monotonic),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
