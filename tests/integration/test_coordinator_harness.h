@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "support/support.h"
 #include "clock.h"
 #include "crypto.h"
 #include "ids.h"
@@ -57,16 +58,7 @@ static void h_topic(char *out, size_t n, const char *suffix) {
 }
 
 static int h_free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof(sa);
-        int port = 0;
-        if (fd >= 0 && !bind(fd, (struct sockaddr *) &sa, sizeof(sa)) &&
-            !getsockname(fd, (struct sockaddr *) &sa, &len))
-                port = ntohs(sa.sin_port);
-        if (fd >= 0)
-                close(fd);
-        return port;
+        return af_test_free_port();
 }
 
 static void h_sleep_ms(int ms) {

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "support/support.h"
 #include "http_client.h"
 #include "http_server.h"
 #include "loop.h"
@@ -395,14 +396,10 @@ static void test_refused_connection_is_retriable_transport(void **state) {
         fx_t *fx = *state;
         result_t r;
         char url[64];
-        /* A port that was just free: bind, read it, close. Nothing listens there now. */
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t sl = sizeof(sa);
-        assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-        assert_int_equal(getsockname(fd, (struct sockaddr *) &sa, &sl), 0);
-        close(fd);
-        snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", ntohs(sa.sin_port));
+        /* A port that was just free: nothing listens there now. */
+        int port = af_test_free_port();
+        assert_true(port > 0);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", port);
         af_http_request_t req = {.method = "GET", .url = url};
         memset(&r, 0, sizeof(r));
         r.fx = fx;

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "support/support.h"
 #include "log.h"
 #include "loop.h"
 #include "redis.h"
@@ -59,27 +60,13 @@ typedef struct {
 } server_t;
 
 static bool find_redis_server(char *out, size_t n) {
-        const char *path = getenv("PATH");
-        char buf[4096];
-        snprintf(buf, sizeof(buf), "%s", path ? path : "");
-        for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-                snprintf(out, n, "%s/redis-server", d);
-                if (access(out, X_OK) == 0)
-                        return true;
-        }
-        snprintf(out, n, "/usr/bin/redis-server");
-        return access(out, X_OK) == 0;
+        return af_test_find_program("redis-server", out, n);
 }
 
 static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof(sa);
-        assert_true(fd >= 0);
-        assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-        assert_int_equal(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
-        close(fd);
-        return ntohs(sa.sin_port);
+        int port = af_test_free_port();
+        assert_true(port > 0);
+        return port;
 }
 
 /* Blocking PING with a short timeout: set-up only, outside the loop under test. */

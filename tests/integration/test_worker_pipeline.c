@@ -30,6 +30,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "support/support.h"
 #include "agentfleet/v1/audit.pb-c.h"
 #include "agentfleet/v1/dlq.pb-c.h"
 #include "agentfleet/v1/result.pb-c.h"
@@ -443,14 +444,9 @@ static void on_handback_produced(af_err_t err, const char *errstr, int32_t parti
 }
 
 static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof(sa);
-        assert_true(fd >= 0);
-        assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-        assert_int_equal(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
-        close(fd);
-        return ntohs(sa.sin_port);
+        int port = af_test_free_port();
+        assert_true(port > 0);
+        return port;
 }
 
 static void on_metrics(const af_http_response_t *resp, const af_error_t *err, void *opaque) {

@@ -25,6 +25,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "support/support.h"
 #include "agentfleet/v1/event.pb-c.h"
 #include "agentfleet/v1/result.pb-c.h"
 #include "agentfleet/v1/task.pb-c.h"
@@ -186,14 +187,9 @@ static void produce_task(char id[27], const char *claim) {
 /* ---- private redis ------------------------------------------------------------------------- */
 
 static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof(sa);
-        assert_true(fd >= 0);
-        assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-        assert_int_equal(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
-        close(fd);
-        return ntohs(sa.sin_port);
+        int port = af_test_free_port();
+        assert_true(port > 0);
+        return port;
 }
 
 static bool redis_answers(void) {
@@ -279,11 +275,7 @@ static int group_setup(void **state) {
                                     .max_header_bytes = 16384,
                                     .timeout_ms = 10000};
 
-        assert_true(access("/usr/bin/redis-server", X_OK) == 0 ||
-                    system("command -v redis-server >/dev/null") == 0);
-        snprintf(R.redis_bin, sizeof(R.redis_bin), "%s",
-                 access("/usr/bin/redis-server", X_OK) == 0 ? "/usr/bin/redis-server"
-                                                            : "redis-server");
+        assert_true(af_test_find_program("redis-server", R.redis_bin, sizeof(R.redis_bin)));
         af_ulid_new(ulid);
         snprintf(R.prefix, sizeof(R.prefix), "wro%.10s.", ulid + 16);
         for (char *p = R.prefix; *p; p++)
