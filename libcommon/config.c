@@ -14,6 +14,7 @@
 #include "config.h"
 
 #include <inttypes.h>
+#include <librdkafka/rdkafka.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,6 +192,15 @@ static af_err_t kafka_store(af_config_t *conf, const char *key, const char *valu
                 return af_errstr(AF_ERR_CONFIG, errstr, errstr_size,
                                  "%skafka.: expected a librdkafka property name after \"kafka.\"",
                                  where);
+        /* Ask librdkafka now, so a bad property is refused with its file and line rather
+         * than later, by the client, without them. */
+        char kerr[256];
+        rd_kafka_conf_t *probe = rd_kafka_conf_new();
+        rd_kafka_conf_res_t res = rd_kafka_conf_set(probe, key, value, kerr, sizeof(kerr));
+        rd_kafka_conf_destroy(probe);
+        if (res != RD_KAFKA_CONF_OK)
+                return af_errstr(AF_ERR_CONFIG, errstr, errstr_size, "%skafka.%s: %s", where, key,
+                                 kerr);
         /* librdkafka's own secrets (sasl.password, ssl.key.password, ...) are redacted like
          * ours. */
         if (strstr(key, "password") || strstr(key, "secret") || strstr(key, "key.pem") ||

@@ -233,12 +233,13 @@ for p in "${DAEMONS_WITH_CATALOG[@]}"; do
                 "$p" -u AF_FLEET_TEST_UNSET_VARIABLE
 done
 
-# ---- checks after loading: librdkafka's own settings, lease timings --------------------------
+# ---- librdkafka's own settings (checked with librdkafka as they load), lease timings --------------------------
 # (the head ends inside the kafka: map, so the line continues it)
 write_case bad_kafka_value '  linger.ms: lots
 '
-for p in agentfleet-coordinator agentfleet-worker; do
-        expect_refusal "kafka.linger.ms: Invalid value" "$p"
+L=$(line_of "linger.ms: lots")
+for p in "${ALL[@]}"; do
+        expect_refusal "$F:$L: kafka.linger.ms: Invalid value" "$p"
 done
 
 write_case lease_timings 'worker:

@@ -241,6 +241,15 @@ static void test_config_error_out_of_bounds(void **state) {
                      "got \"0\"");
 }
 
+static void test_config_error_bad_kafka_property(void **state) {
+        expect_error("kafka:\n  bootstrap.servers: x:1\n  linger.ms: lots\n",
+                     "t.yaml:3: kafka.linger.ms: Invalid value for configuration property "
+                     "\"queue.buffering.max.ms\"");
+        expect_error("kafka:\n  no.such.thing: 1\n",
+                     "t.yaml:2: kafka.no.such.thing: No such configuration property: "
+                     "\"no.such.thing\"");
+}
+
 static void test_config_error_unknown_key(void **state) {
         expect_error("redis:\n  prot: 1\n",
                      "t.yaml:2: redis.prot: unknown setting (did you mean redis.port?)");
@@ -467,6 +476,7 @@ int main(void) {
                 cmocka_unit_test(test_config_bool_and_units),
                 cmocka_unit_test(test_config_error_wrong_int),
                 cmocka_unit_test(test_config_error_out_of_bounds),
+                cmocka_unit_test(test_config_error_bad_kafka_property),
                 cmocka_unit_test(test_config_error_unknown_key),
                 cmocka_unit_test(test_config_error_map_for_scalar),
                 cmocka_unit_test(test_config_error_sequence_for_scalar),

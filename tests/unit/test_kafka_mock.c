@@ -215,17 +215,20 @@ static void test_send_without_callback_is_invalid(void **state) {
         af_consumer_destroy(NULL);
 }
 
+/* librdkafka checks kafka.* properties as the config loads, so a mistake names its key (and,
+ * from a file, its line) before any client exists. */
 static void test_unknown_kafka_property_names_the_key(void **state) {
         env_t *env = *state;
         char errstr[256] = "";
-        conf_set(env->conf, "kafka.no.such.property", "1");
-        assert_null(af_producer_new(env->loop, env->conf, errstr, sizeof(errstr)));
+        assert_int_equal(
+                af_config_set(env->conf, "kafka.no.such.property", "1", errstr, sizeof(errstr)),
+                AF_ERR_CONFIG);
         assert_non_null(strstr(errstr, "kafka.no.such.property"));
-        const char *topics[] = {"unit.tasks.default"};
-        errstr[0] = '\0';
-        assert_null(af_consumer_new(env->loop, env->conf, "g", topics, 1, (af_consume_cb_t *) abort,
-                                    NULL, NULL, errstr, sizeof(errstr)));
-        assert_non_null(strstr(errstr, "kafka.no.such.property"));
+        assert_non_null(strstr(errstr, "No such configuration property"));
+        /* The clients still start: the refused value was never stored. */
+        af_producer_t *p = af_producer_new(env->loop, env->conf, errstr, sizeof(errstr));
+        assert_non_null(p);
+        af_producer_destroy(p);
 }
 
 /* Idempotence is what makes retried sends land once: a setting cannot turn it off. */
