@@ -661,6 +661,10 @@ af_consumer_t *af_consumer_new(af_loop_t *loop, const af_config_t *conf, const c
                 "enable.auto.commit", "true",
                 "auto.commit.interval.ms", "1000",
                 "session.timeout.ms", "10000",
+                /* Members learn of a rebalance at their next heartbeat: with workers joining
+                 * one after another, each round waits for it (librdkafka's 3 s default made a
+                 * fresh fleet idle ~5 s before its first task). */
+                "heartbeat.interval.ms", "1000",
                 "partition.assignment.strategy", "range",
                 /* A new group must see tasks produced before it joined. */
                 "auto.offset.reset", "earliest",
