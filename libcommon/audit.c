@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "config_buffer.h"
 #include "crypto.h"
 #include "ids.h"
 #include "log.h"
@@ -51,6 +52,10 @@ af_audit_t *af_audit_new(af_producer_t *p, const af_config_t *conf, const char *
                 af_errstr(AF_ERR_INVALID, errstr, errstr_size, "audit: emitter is empty");
                 goto out;
         }
+        if (af_config_is_default(conf, "audit.hmac_key"))
+                af_warn("audit.hmac_key is the public development key: the audit trail's HMACs "
+                        "prove nothing until AGENTFLEET_AUDIT_HMAC_KEY (or audit.hmac_key) is "
+                        "set to a secret of your own");
         a = calloc(1, sizeof(*a));
         if (!a)
                 goto nomem;
