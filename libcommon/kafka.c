@@ -222,7 +222,8 @@ struct af_producer_s {
         rd_kafka_t *rk;
         rd_kafka_queue_t *mainq; /* where delivery reports, logs and errors arrive */
         kafka_pump_t pump;
-        int outq; /* accepted sends whose report has not been served yet */
+        int outq;             /* accepted sends whose report has not been served yet */
+        bool flush_timed_out; /* a flush already waited in vain: destroy does not wait again */
 };
 
 /* What travels with each message as its opaque, freed when its report is served. */
@@ -376,14 +377,15 @@ af_err_t af_producer_flush(af_producer_t *p, int timeout_ms) {
         /* rd_kafka_flush() polls the main queue itself, so reports are served here. */
         rd_kafka_resp_err_t kerr = rd_kafka_flush(p->rk, timeout_ms);
         producer_serve(p);
-        return kerr || p->outq > 0 ? AF_ERR_TIMEOUT : AF_OK;
+        p->flush_timed_out = kerr || p->outq > 0;
+        return p->flush_timed_out ? AF_ERR_TIMEOUT : AF_OK;
 }
 
 void af_producer_destroy(af_producer_t *p) {
         if (!p)
                 return;
         if (p->rk) {
-                if (af_producer_flush(p, AF_KAFKA_SHUTDOWN_MS))
+                if (af_producer_flush(p, p->flush_timed_out ? 0 : AF_KAFKA_SHUTDOWN_MS))
                         af_warn("kafka producer: %d messages not delivered within %d ms; "
                                 "purging them",
                                 p->outq, AF_KAFKA_SHUTDOWN_MS);
