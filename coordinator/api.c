@@ -193,21 +193,31 @@ static void get_done(json_t *entry, const af_error_t *err, void *opaque) {
         ctx_reply_json(ctx, 200, json_incref(entry));
 }
 
-static void h_get(af_http_req_t *req, void *opaque) {
-        af_coord_t *co = opaque;
-        const char *route = "GET /v1/tasks/{id}";
+/* The context of a request about one task ({id} in the path), with ctx->id set.
+ * @returns NULL after answering 404 (not a task id) or 500 (out of memory). */
+static actx_t *task_ctx_new(af_coord_t *co, af_http_req_t *req, const char *route) {
         const char *id = af_http_req_param(req, "id");
         actx_t *ctx;
 
         if (!id || !af_ulid_valid(id)) {
                 reply_error_now(co, req, route, 404, "not_found", "no such task");
-                return;
+                return NULL;
         }
         if (!(ctx = ctx_new(co, req, route))) {
                 reply_error_now(co, req, route, 500, "nomem", "out of memory");
-                return;
+                return NULL;
         }
-        af_index_get(co->index, id, get_done, ctx);
+        snprintf(ctx->id, sizeof(ctx->id), "%s", id);
+        return ctx;
+}
+
+static void h_get(af_http_req_t *req, void *opaque) {
+        af_coord_t *co = opaque;
+        const char *route = "GET /v1/tasks/{id}";
+        actx_t *ctx = task_ctx_new(co, req, route);
+
+        if (ctx)
+                af_index_get(co->index, ctx->id, get_done, ctx);
 }
 
 /* ---- GET /v1/tasks ------------------------------------------------------------------------ */
@@ -350,19 +360,10 @@ static void cancel_got(json_t *entry, const af_error_t *err, void *opaque) {
 static void h_cancel(af_http_req_t *req, void *opaque) {
         af_coord_t *co = opaque;
         const char *route = "POST /v1/tasks/{id}:cancel";
-        const char *id = af_http_req_param(req, "id");
-        actx_t *ctx;
+        actx_t *ctx = task_ctx_new(co, req, route);
 
-        if (!id || !af_ulid_valid(id)) {
-                reply_error_now(co, req, route, 404, "not_found", "no such task");
-                return;
-        }
-        if (!(ctx = ctx_new(co, req, route))) {
-                reply_error_now(co, req, route, 500, "nomem", "out of memory");
-                return;
-        }
-        snprintf(ctx->id, sizeof(ctx->id), "%s", id);
-        af_index_get(co->index, id, cancel_got, ctx);
+        if (ctx)
+                af_index_get(co->index, ctx->id, cancel_got, ctx);
 }
 
 /* ---- health, readiness, metrics ----------------------------------------------------------- */
