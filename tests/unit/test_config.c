@@ -211,6 +211,23 @@ static void test_config_precedence(void **state) {
         af_config_destroy(conf);
 }
 
+static void test_config_set_arg(void **state) {
+        char errstr[512];
+        af_config_t *conf = af_config_new();
+        assert_int_equal(af_config_set_arg(conf, "redis.port=6390", errstr, sizeof(errstr)), AF_OK);
+        assert_int_equal(af_config_int(conf, "redis.port"), 6390);
+        /* The value is everything after the first '='. */
+        assert_int_equal(af_config_set_arg(conf, "topic.prefix=a=b.", errstr, sizeof(errstr)),
+                         AF_OK);
+        assert_string_equal(af_config_str(conf, "topic.prefix"), "a=b.");
+        assert_int_equal(af_config_set_arg(conf, "redis.port", errstr, sizeof(errstr)),
+                         AF_ERR_CONFIG);
+        assert_string_equal(errstr, "--set redis.port: expected name=value");
+        assert_int_equal(af_config_set_arg(conf, "=5", errstr, sizeof(errstr)), AF_ERR_CONFIG);
+        assert_string_equal(errstr, "--set =5: expected name=value");
+        af_config_destroy(conf);
+}
+
 static void test_config_bool_and_units(void **state) {
         int64_t v;
         bool b;
@@ -473,6 +490,7 @@ int main(void) {
                 cmocka_unit_test(test_config_example_file_loads),
                 cmocka_unit_test(test_config_env_overrides),
                 cmocka_unit_test(test_config_precedence),
+                cmocka_unit_test(test_config_set_arg),
                 cmocka_unit_test(test_config_bool_and_units),
                 cmocka_unit_test(test_config_error_wrong_int),
                 cmocka_unit_test(test_config_error_out_of_bounds),
