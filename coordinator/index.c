@@ -40,6 +40,9 @@
 #define PENDING_HOLD          4000 /* Redis updates in flight before the consumer is held */
 #define PENDING_RESUME        1000
 #define EPOCH_CHECK_MS        5000
+#define ENTRY_TTL_DAYS_MS     (7LL * 24 * 3600 * 1000) /* ENTRY_TTL_MS as a number */
+#define TRIM_FIRST_MS         (30LL * 1000)            /* first sweep of the index sets */
+#define TRIM_EVERY_MS         (3600LL * 1000)          /* and the next ones */
 
 struct af_index_s {
         af_coord_t *co;
@@ -51,6 +54,8 @@ struct af_index_s {
         bool replay_needed; /* an update was lost while Redis was down */
         bool caught_up;
         af_timer_t *epoch_timer; /* looks for a lost index without a reconnect (FLUSHALL) */
+        af_timer_t *trim_timer;  /* drops ids older than the entries' TTL from the sets */
+        bool trimming;           /* a SCAN pass is under way */
 };
 
 /* KEYS[1] task hash. ARGV: status, rank, attempt, tenant, type, pb, ttl_ms.
@@ -621,6 +626,67 @@ static void epoch_tick(void *opaque) {
         af_index_redis_state(ix, af_redis_is_up(ix->co->redis));
 }
 
+/* ---- retention ------------------------------------------------------------------------------
+ * A task's hash expires a week after its last change, but the sorted sets would keep its id
+ * forever. A SCAN pass over af:idx:{*} (soon after start, then hourly) drops from every set
+ * the ids admitted more than a week ago: ULIDs sort by admission time, so that is one
+ * ZREMRANGEBYLEX per set. A task still changing after a week stays readable by id; only the
+ * listings forget it. */
+
+static void trim_next(af_index_t *ix, const char *cursor);
+
+static void trim_removed_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err,
+                            void *opaque) {
+        if (err && err->err)
+                af_debug("index: trim: %s", err->msg);
+}
+
+static void trim_scan_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err,
+                         void *opaque) {
+        af_index_t *ix = opaque;
+        char prefix[11], cut[16];
+
+        if (err && err->err) {
+                ix->trimming = false; /* Redis down or shutting down: next hour */
+                return;
+        }
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+            reply->element[0]->type != REDIS_REPLY_STRING ||
+            reply->element[1]->type != REDIS_REPLY_ARRAY) {
+                af_warn("index: trim: unexpected SCAN reply");
+                ix->trimming = false;
+                return;
+        }
+        af_ulid_time_prefix(af_clock_wall_ms() - ENTRY_TTL_DAYS_MS, prefix);
+        snprintf(cut, sizeof(cut), "(%s", prefix);
+        for (size_t i = 0; i < reply->element[1]->elements; i++) {
+                const redisReply *key = reply->element[1]->element[i];
+                if (key->type != REDIS_REPLY_STRING)
+                        continue;
+                const char *argv[] = {"ZREMRANGEBYLEX", key->str, "-", cut};
+                const size_t lens[] = {14, key->len, 1, strlen(cut)};
+                af_redis_commandv(ix->co->redis, trim_removed_cb, ix, 4, argv, lens);
+        }
+        if (strcmp(reply->element[0]->str, "0"))
+                trim_next(ix, reply->element[0]->str);
+        else
+                ix->trimming = false;
+}
+
+static void trim_next(af_index_t *ix, const char *cursor) {
+        const char *argv[] = {"SCAN", cursor, "MATCH", "af:idx:{*", "COUNT", "500"};
+        af_redis_commandv(ix->co->redis, trim_scan_cb, ix, 6, argv, NULL);
+}
+
+static void trim_tick(void *opaque) {
+        af_index_t *ix = opaque;
+        af_timer_start(ix->trim_timer, TRIM_EVERY_MS, false);
+        if (ix->trimming || !af_redis_is_up(ix->co->redis))
+                return;
+        ix->trimming = true;
+        trim_next(ix, "0");
+}
+
 bool af_index_ready(const af_index_t *ix) {
         return ix && ix->caught_up;
 }
@@ -649,6 +715,8 @@ af_index_t *af_index_new(af_coord_t *co, char *errstr, size_t errstr_size) {
         }
         if ((ix->epoch_timer = af_timer_new(co->loop, epoch_tick, ix)))
                 af_timer_start(ix->epoch_timer, EPOCH_CHECK_MS, true);
+        if ((ix->trim_timer = af_timer_new(co->loop, trim_tick, ix)))
+                af_timer_start(ix->trim_timer, TRIM_FIRST_MS, false);
         return ix;
 }
 
@@ -656,6 +724,7 @@ void af_index_destroy(af_index_t *ix) {
         if (!ix)
                 return;
         af_timer_destroy(ix->epoch_timer);
+        af_timer_destroy(ix->trim_timer);
         af_consumer_destroy(ix->consumer);
         free(ix);
 }

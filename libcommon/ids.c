@@ -47,12 +47,21 @@ static bool rand80_incr(uint8_t r[10]) {
         return false;
 }
 
-static void ulid_encode(char out[AF_ULID_LEN + 1], int64_t ms, const uint8_t r[10]) {
+static void ulid_encode_time(char *out, int64_t ms) {
         uint64_t t = (uint64_t) ms & 0xFFFFFFFFFFFFULL;
         for (int i = 9; i >= 0; i--) {
                 out[i] = crockford[t & 31];
                 t >>= 5;
         }
+}
+
+void af_ulid_time_prefix(int64_t unix_ms, char out[11]) {
+        ulid_encode_time(out, unix_ms < 0 ? 0 : unix_ms);
+        out[10] = '\0';
+}
+
+static void ulid_encode(char out[AF_ULID_LEN + 1], int64_t ms, const uint8_t r[10]) {
+        ulid_encode_time(out, ms);
         /* 80 random bits -> 16 chars of 5 bits, most significant first. */
         for (int i = 0; i < 16; i++) {
                 int bit = i * 5, v = 0;

@@ -82,6 +82,18 @@ static void test_ulid_shape_and_monotonic(void **state) {
         assert_false(af_ulid_valid("01ARZ3NDEKTSV4RRFFQ69G5FAU")); /* U not in alphabet */
 }
 
+static void test_ulid_time_prefix_cuts_by_time(void **state) {
+        char prefix[11], early[AF_ULID_LEN + 1], late[AF_ULID_LEN + 1];
+        af_ulid_time_prefix(1900000000000, prefix);
+        assert_int_equal(strlen(prefix), 10);
+        af_ulid_new_at(early, 1899999999999);
+        memcpy(late, early, sizeof(late));
+        memcpy(late, prefix, 10); /* same random part, minted at the cut */
+        assert_true(strcmp(early, prefix) < 0);
+        assert_true(strcmp(late, prefix) > 0);
+        assert_int_equal(af_ulid_time_ms(late), 1900000000000);
+}
+
 static void test_ulid_clock_step_back_keeps_order(void **state) {
         char a[AF_ULID_LEN + 1], b[AF_ULID_LEN + 1];
         af_ulid_new_at(a, 1800000000000);
@@ -161,6 +173,7 @@ int main(void) {
                 cmocka_unit_test(test_buf_grows_and_respects_cap),
                 cmocka_unit_test(test_buf_printf_long_and_steal),
                 cmocka_unit_test(test_ulid_shape_and_monotonic),
+                cmocka_unit_test(test_ulid_time_prefix_cuts_by_time),
                 cmocka_unit_test(test_ulid_clock_step_back_keeps_order),
                 cmocka_unit_test(test_backoff_bounds_and_overflow),
                 cmocka_unit_test(test_sha256_and_hmac_vectors),
