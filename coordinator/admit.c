@@ -424,8 +424,9 @@ static void idem_reserve(adm_t *a) {
                            NULL);
                 return;
         }
-        snprintf(ttl, sizeof(ttl), "%d", AF_COORD_IDEM_TTL_S);
-        const char *argv[] = {"SET", a->idem_rkey, a->task.id, "NX", "EX", ttl};
+        snprintf(ttl, sizeof(ttl), "%lld",
+                 (long long) af_config_int(a->co->conf, "coordinator.idempotency_ttl"));
+        const char *argv[] = {"SET", a->idem_rkey, a->task.id, "NX", "PX", ttl};
         af_redis_commandv(a->co->redis, idem_set_cb, a, 6, argv, NULL);
 }
 

@@ -35,8 +35,6 @@
 #include "redis.h"
 
 #define AF_COORD_TOPIC_MAX 256
-/* How long an Idempotency-Key (or a Kafka request's idempotency scope) maps to its task. */
-#define AF_COORD_IDEM_TTL_S (24 * 3600)
 /* How long a cancel request stays visible to workers that have not picked the task up. */
 #define AF_COORD_CANCEL_TTL_MS (24LL * 3600 * 1000)
 

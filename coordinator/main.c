@@ -20,8 +20,7 @@
 #define AF_VERSION_STRING "0.1.0"
 #endif
 
-#define DRAIN_TIMEOUT_MS 15000
-#define DRAIN_POLL_MS    50
+#define DRAIN_POLL_MS 50
 
 static void usage(FILE *out) {
         fprintf(out,
@@ -63,7 +62,8 @@ static void on_term(af_loop_t *loop, int signo, void *opaque) {
                 return;
         af_info("signal %d: draining (%d admissions in flight)", signo, co->inflight);
         co->draining = true;
-        co->drain_deadline_ms = af_clock_mono_ms() + DRAIN_TIMEOUT_MS;
+        co->drain_deadline_ms =
+                af_clock_mono_ms() + af_config_int(co->conf, "coordinator.drain_timeout");
         af_intake_stop_fetching(co->intake);
         af_timer_start(co->drain_timer, DRAIN_POLL_MS, true);
 }

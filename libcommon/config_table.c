@@ -71,6 +71,12 @@ const af_setting_t af_settings[] = {
          "Kafka consumer group of the coordinator (requests and results topics)."},
         {"coordinator.max_payload", Z, "256KiB", 1 * KIB, 16 * MIB, CO, 0,
          "Largest task payload admitted, unless the task type sets its own max_payload."},
+        {"coordinator.idempotency_ttl", D, "24h", 1 * MIN, 30 * 24 * HOUR, CO, 0,
+         "How long an Idempotency-Key (or a Kafka request's idempotency key) maps to its task: "
+         "a retry within it gets the same task."},
+        {"coordinator.drain_timeout", D, "15s", 0, 1 * HOUR, CO, 0,
+         "On SIGTERM, admissions in flight get this long to be acknowledged by Kafka before "
+         "the coordinator exits."},
 
         {"worker.id", S, "", 0, 0, WO, 0,
          "Worker identity in leases, results and audit; empty means <hostname>-<pid>."},
@@ -89,6 +95,10 @@ const af_setting_t af_settings[] = {
          "A task still running this long after its lease was taken gets a RUNNING record on "
          "`results` (progress for watch and the index); 0 sends it at once. Faster tasks go "
          "straight to their final record, which saves a message and an index update each."},
+        {"worker.done_ttl", D, "24h", 1 * MIN, 30 * 24 * HOUR, WO, 0,
+         "How long a finished task's result stays in Redis as its done record: a redelivery "
+         "within it re-emits the stored result instead of running the task again (the "
+         "compacted results topic stays the record beyond it)."},
         {"worker.drain_timeout", D, "30s", 0, 1 * HOUR, WO, 0,
          "On SIGTERM, in-flight tasks get this long to finish before they are handed back."},
         {"worker.http_timeout", D, "30s", 100, 10 * MIN, WO, 0,

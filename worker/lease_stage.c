@@ -350,8 +350,8 @@ static void lease_on_finish(af_lease_t *lease, af_lease_status_t st, const char 
 static void lease_finish(af_wtask_t *t) {
         t->state = AF_WTASK_FINISHING;
         t->redis_busy = true;
-        af_lease_finish(t->w->redis, &t->lease, t->result, t->result_len, AF_WORKER_DONE_TTL_MS,
-                        lease_on_finish, t);
+        af_lease_finish(t->w->redis, &t->lease, t->result, t->result_len,
+                        af_config_int(t->w->conf, "worker.done_ttl"), lease_on_finish, t);
 }
 
 /* ---- release (drain hand-back) ----------------------------------------------------------- */

@@ -43,11 +43,6 @@
 
 #include "watermark.h"
 
-/* How long a finished task's result stays in Redis as its "done" record: a redelivery of the
- * task within this window re-emits the stored result instead of running it again. Kafka's
- * compacted `results` topic stays the record beyond it. */
-#define AF_WORKER_DONE_TTL_MS (24LL * 3600 * 1000)
-
 typedef struct af_worker_s af_worker_t;
 typedef struct af_wtask_s af_wtask_t;
 typedef struct af_agent_run_s af_agent_run_t;
