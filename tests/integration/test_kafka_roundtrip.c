@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "support/support.h"
 #include "kafka.h"
 #include "log.h"
 
@@ -116,35 +117,8 @@ static int teardown(void **state) {
 }
 
 /* Run the loop until *done is true; fails the test after DEADLINE_MS. */
-typedef struct waiter_s {
-        af_loop_t *loop;
-        bool *done;
-        bool expired;
-} waiter_t;
-
-static void waiter_check(void *opaque) {
-        waiter_t *w = opaque;
-        if (*w->done)
-                af_loop_stop(w->loop);
-}
-
-static void waiter_expire(void *opaque) {
-        waiter_t *w = opaque;
-        w->expired = true;
-        af_loop_stop(w->loop);
-}
-
 static void run_until(af_loop_t *loop, bool *done, const char *what) {
-        waiter_t w = {.loop = loop, .done = done};
-        af_timer_t *check = af_timer_new(loop, waiter_check, &w);
-        af_timer_t *deadline = af_timer_new(loop, waiter_expire, &w);
-        af_timer_start(check, 5, true);
-        af_timer_start(deadline, DEADLINE_MS, false);
-        if (!*done)
-                af_loop_run(loop);
-        af_timer_destroy(check);
-        af_timer_destroy(deadline);
-        if (w.expired && !*done)
+        if (!af_test_loop_until(loop, af_test_flag_set, done, DEADLINE_MS))
                 fail_msg("timed out waiting for %s", what);
 }
 

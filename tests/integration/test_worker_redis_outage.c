@@ -117,29 +117,14 @@ static int reqs_of(const char *id) {
 }
 
 typedef bool(cond_fn)(void);
-static cond_fn *waiting_for;
 
-static void check_cb(void *opaque) {
-        if (waiting_for && waiting_for())
-                af_loop_stop(R.loop);
-}
-
-static void stop_cb(void *opaque) {
-        af_loop_stop(R.loop);
+static bool cond_holds(void *arg) {
+        return (*(cond_fn **) arg)();
 }
 
 /* Run the loop until fn() (or for ms when fn is NULL). @returns fn() at the end. */
 static bool run_until(cond_fn *fn, int64_t ms) {
-        af_timer_t *check = af_timer_new(R.loop, check_cb, NULL);
-        af_timer_t *deadline = af_timer_new(R.loop, stop_cb, NULL);
-        waiting_for = fn;
-        af_timer_start(check, 20, true);
-        af_timer_start(deadline, ms, false);
-        if (!fn || !fn())
-                af_loop_run(R.loop);
-        af_timer_destroy(check);
-        af_timer_destroy(deadline);
-        return fn ? fn() : true;
+        return af_test_loop_until(R.loop, fn ? cond_holds : NULL, &fn, ms);
 }
 
 static bool first_done(void) {
@@ -356,32 +341,7 @@ static int group_setup(void **state) {
 }
 
 static void delete_topics(void) {
-        static const char *suffixes[] = {"requests", "tasks.default", "tasks.claims", "results",
-                                         "audit",    "dlq",           "approvals",    "events",
-                                         "retry.5s", "retry.1m",      "retry.10m"};
-        char errstr[512], names[11][256];
-        rd_kafka_conf_t *kc = rd_kafka_conf_new();
-        rd_kafka_DeleteTopic_t *dt[11];
-        rd_kafka_event_t *ev;
-        rd_kafka_queue_t *q;
-        rd_kafka_t *rk;
-
-        rd_kafka_conf_set(kc, "bootstrap.servers", R.bootstrap, errstr, sizeof(errstr));
-        rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr));
-        if (!rk)
-                return;
-        q = rd_kafka_queue_new(rk);
-        for (int i = 0; i < 11; i++) {
-                af_kafka_topic(R.conf, suffixes[i], names[i], sizeof(names[i]));
-                dt[i] = rd_kafka_DeleteTopic_new(names[i]);
-        }
-        rd_kafka_DeleteTopics(rk, dt, 11, NULL, q);
-        ev = rd_kafka_queue_poll(q, 30000);
-        if (ev)
-                rd_kafka_event_destroy(ev);
-        rd_kafka_DeleteTopic_destroy_array(dt, 11);
-        rd_kafka_queue_destroy(q);
-        rd_kafka_destroy(rk);
+        af_test_delete_topics(R.conf, R.bootstrap);
 }
 
 static int group_teardown(void **state) {

@@ -1,5 +1,5 @@
 /*
- * support: free ports and program lookup for the tests.
+ * support: free ports, program lookup, loop waits and topic clean-up for the tests.
  */
 #include "support.h"
 
@@ -10,6 +10,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "kafka.h"
 
 int af_test_free_port(void) {
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -36,4 +40,69 @@ bool af_test_find_program(const char *name, char *out, size_t out_size) {
                         return true;
         }
         return false;
+}
+
+bool af_test_flag_set(void *arg) {
+        return *(bool *) arg;
+}
+
+typedef struct waiter_s {
+        af_loop_t *loop;
+        af_test_cond_t *cond;
+        void *arg;
+} waiter_t;
+
+static void waiter_check(void *opaque) {
+        waiter_t *w = opaque;
+        if (w->cond && w->cond(w->arg))
+                af_loop_stop(w->loop);
+}
+
+static void waiter_expire(void *opaque) {
+        waiter_t *w = opaque;
+        af_loop_stop(w->loop);
+}
+
+bool af_test_loop_until(af_loop_t *loop, af_test_cond_t *cond, void *arg, int64_t timeout_ms) {
+        waiter_t w = {.loop = loop, .cond = cond, .arg = arg};
+        af_timer_t *check = af_timer_new(loop, waiter_check, &w);
+        af_timer_t *deadline = af_timer_new(loop, waiter_expire, &w);
+
+        af_timer_start(check, 5, true);
+        af_timer_start(deadline, timeout_ms, false);
+        if (!cond || !cond(arg))
+                af_loop_run(loop);
+        af_timer_destroy(check);
+        af_timer_destroy(deadline);
+        return cond ? cond(arg) : true;
+}
+
+void af_test_delete_topics(const af_config_t *conf, const char *bootstrap) {
+        static const char *const suffixes[] = {
+                "requests",  "tasks.default", "tasks.claims", "results",  "audit",    "dlq",
+                "approvals", "events",        "retry.5s",     "retry.1m", "retry.10m"};
+        enum { N = sizeof(suffixes) / sizeof(suffixes[0]) };
+        char errstr[512], names[N][256];
+        rd_kafka_DeleteTopic_t *dt[N];
+        rd_kafka_conf_t *kc = rd_kafka_conf_new();
+        rd_kafka_event_t *ev;
+        rd_kafka_queue_t *q;
+        rd_kafka_t *rk;
+
+        rd_kafka_conf_set(kc, "bootstrap.servers", bootstrap, errstr, sizeof(errstr));
+        if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr)))) {
+                rd_kafka_conf_destroy(kc);
+                return;
+        }
+        q = rd_kafka_queue_new(rk);
+        for (int i = 0; i < N; i++) {
+                af_kafka_topic(conf, suffixes[i], names[i], sizeof(names[i]));
+                dt[i] = rd_kafka_DeleteTopic_new(names[i]);
+        }
+        rd_kafka_DeleteTopics(rk, dt, N, NULL, q);
+        if ((ev = rd_kafka_queue_poll(q, 30000)))
+                rd_kafka_event_destroy(ev);
+        rd_kafka_DeleteTopic_destroy_array(dt, N);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
 }

@@ -1,12 +1,17 @@
 /*
- * support: what several tests need and nobody else does, written once: a free loopback port
- * and where a program (redis-server) lives. Linked into every test as aftestsupport.
+ * support: what several tests need and nobody else does, written once: a free loopback port,
+ * where a program (redis-server) lives, running the loop until a condition holds, and removing
+ * the topics a test created. Linked into every test as aftestsupport.
  */
 #ifndef AF_TEST_SUPPORT_H
 #define AF_TEST_SUPPORT_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "loop.h"
 
 /* A loopback TCP port that was free a moment ago (bind to port 0, read it, close).
  * @returns the port, or 0 if none could be had. */
@@ -15,5 +20,18 @@ int af_test_free_port(void);
 /* Find an executable by name on $PATH, then in /usr/sbin and /usr/bin, into out.
  * @returns whether one was found. */
 bool af_test_find_program(const char *name, char *out, size_t out_size);
+
+/* A condition to wait for; arg is the caller's. */
+typedef bool(af_test_cond_t)(void *arg);
+/* The condition "*(bool *) arg is true". */
+bool af_test_flag_set(void *arg);
+
+/* Run the loop until cond(arg) holds (checked every 5 ms) or timeout_ms passes; with cond NULL
+ * just run it for timeout_ms. @returns cond(arg) at the end (true when cond is NULL). */
+bool af_test_loop_until(af_loop_t *loop, af_test_cond_t *cond, void *arg, int64_t timeout_ms);
+
+/* Delete every topic of conf's topic.prefix (the set scripts/services creates) on the broker at
+ * bootstrap; waits up to 30 s for the answer. Best effort: for test teardown. */
+void af_test_delete_topics(const af_config_t *conf, const char *bootstrap);
 
 #endif
