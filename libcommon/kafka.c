@@ -14,22 +14,30 @@
  * that transition and an idle consumer must still poll to stay in its group. librdkafka's own
  * logs are routed onto the same queue (log.queue), so every callback here, and every user
  * callback, runs on the loop thread.
+ *
+ * The consumer keeps messages and events apart: every assigned partition's fetch queue is
+ * forwarded to a message queue of our own (msgq), so the consumer queue carries only
+ * rebalances, errors, logs and statistics. Events are served always; msgq is read only while
+ * the caller does not hold the consumer. A hold is therefore cheap: no pause, which in
+ * librdkafka rewinds the fetch position to the last message handed out and so fetches
+ * everything pre-fetched a second time after resume; what was pre-fetched simply waits in
+ * msgq, bounded by the pre-fetch limits (queued.*, see af_consumer_new).
  */
 #include "kafka.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "log.h"
 
-#define AF_KAFKA_POLL_MS       100   /* periodic poll of both queues */
-#define AF_KAFKA_BATCH         1000  /* messages delivered per loop turn before yielding */
-#define AF_KAFKA_SHUTDOWN_MS   10000 /* flush bound on destroy / commit bound on close */
-#define AF_KAFKA_HOLD_PAUSE_MS 200   /* a hold longer than this pauses the partitions */
+#define AF_KAFKA_POLL_MS     100   /* periodic poll of the queues */
+#define AF_KAFKA_BATCH       1000  /* messages (or events) served per loop turn before yielding */
+#define AF_KAFKA_SHUTDOWN_MS 10000 /* flush bound on destroy / commit bound on close */
 
 /* ---- shared plumbing ------------------------------------------------------------------------ */
 
@@ -412,25 +420,18 @@ rd_kafka_t *af_producer_rk(af_producer_t *p) {
 
 struct af_consumer_s {
         rd_kafka_t *rk;
-        rd_kafka_queue_t *q; /* the consumer queue (main queue forwarded into it) */
-        kafka_pump_t pump;
+        rd_kafka_queue_t *q;    /* the consumer queue: rebalances, errors, logs, statistics */
+        rd_kafka_queue_t *msgq; /* every assigned partition's messages, forwarded here */
+        kafka_pump_t pump;      /* one pipe wakes the loop for both queues */
         af_consume_cb_t *cb;
         af_rebalance_cb_t *rebalance_cb;
         void *opaque;
-        bool held;               /* af_consumer_hold(true): deliver nothing */
-        bool paused;             /* held long enough that the partitions are paused */
-        af_timer_t *pause_timer; /* turns a hold into a pause after AF_KAFKA_HOLD_PAUSE_MS */
+        bool held; /* af_consumer_hold(true): msgq is not read */
         bool closed;
-        bool cooperative; /* rebalance protocol is COOPERATIVE */
-        bool in_drain;    /* guards against re-entering consumer_drain */
-        /* Messages polled while held (fetched before the pause took effect). Bounded by
-         * librdkafka's pre-fetch queue: paused partitions fetch nothing new. Delivered first,
-         * in order, on resume; dropped when their partition is revoked. */
-        rd_kafka_message_t **stash;
-        size_t stash_cnt, stash_alloc;
+        bool in_drain;         /* guards against re-entering consumer_drain */
+        int64_t fetched_msgs;  /* librdkafka's "rxmsgs" at its last statistics report */
+        int64_t fetched_bytes; /* its "rxmsg_bytes" (keys + values) */
 };
-
-static void consumer_pause_timer_cb(void *opaque);
 
 const void *af_kafka_msg_header(const af_kafka_msg_t *msg, const char *name, size_t *lenp) {
         rd_kafka_headers_t *kh = NULL;
@@ -461,116 +462,77 @@ static void consumer_deliver(af_consumer_t *c, rd_kafka_message_t *rkm) {
         c->cb(c, &msg, c->opaque);
 }
 
-static af_err_t consumer_stash_push(af_consumer_t *c, rd_kafka_message_t *rkm) {
-        if (c->stash_cnt == c->stash_alloc) {
-                size_t n = c->stash_alloc ? c->stash_alloc * 2 : 64;
-                rd_kafka_message_t **s = realloc(c->stash, n * sizeof(*s));
-                if (!s)
-                        return AF_ERR_NOMEM;
-                c->stash = s;
-                c->stash_alloc = n;
+/* Rewind rkm's partition to rkm so that it is fetched again rather than lost: for a message
+ * that must not be delivered now. Asynchronous; a failure is logged. */
+static void consumer_rewind(af_consumer_t *c, const rd_kafka_message_t *rkm) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_error_t *error;
+
+        rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(rkm->rkt), rkm->partition)
+                ->offset = rkm->offset;
+        error = rd_kafka_seek_partitions(c->rk, l, 0 /*async*/);
+        if (error) {
+                af_error("kafka consumer: rewinding %s [%d] to %lld: %s",
+                         rd_kafka_topic_name(rkm->rkt), (int) rkm->partition,
+                         (long long) rkm->offset, rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
         }
-        c->stash[c->stash_cnt++] = rkm;
-        return AF_OK;
+        rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* Drop stashed messages of the given partitions (all when parts is NULL): they belong to
- * whoever owns the partition next, who starts from the committed offset. */
-static void consumer_stash_drop(af_consumer_t *c, const rd_kafka_topic_partition_list_t *parts) {
-        size_t keep = 0;
-        for (size_t i = 0; i < c->stash_cnt; i++) {
-                rd_kafka_message_t *rkm = c->stash[i];
-                bool drop = !parts || rd_kafka_topic_partition_list_find(
-                                              parts, rd_kafka_topic_name(rkm->rkt), rkm->partition);
-                if (drop)
-                        rd_kafka_message_destroy(rkm);
-                else
-                        c->stash[keep++] = rkm;
-        }
-        c->stash_cnt = keep;
-}
-
-/* Pause or resume partitions, logging (not failing) on error: the per-partition error is
- * ERR__UNKNOWN_PARTITION only for partitions we no longer own, which is harmless. */
-static void consumer_pause(af_consumer_t *c, rd_kafka_topic_partition_list_t *parts, bool pause) {
-        rd_kafka_resp_err_t kerr = pause ? rd_kafka_pause_partitions(c->rk, parts)
-                                         : rd_kafka_resume_partitions(c->rk, parts);
-        if (kerr)
-                af_warn("kafka consumer: %s partitions: %s", pause ? "pause" : "resume",
-                        rd_kafka_err2str(kerr));
-}
-
-/* Handle one polled event. @returns true when a message was delivered to the caller. */
+/* Handle one message or error polled from either queue; takes rkm.
+ * @returns true when a message was delivered to the caller. */
 static bool consumer_handle(af_consumer_t *c, rd_kafka_message_t *rkm) {
+        bool delivered = false;
+
         if (rkm->err) {
                 if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                         af_warn("kafka consumer: %s [%d]: %s",
                                 rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "-",
                                 (int) rkm->partition, rd_kafka_message_errstr(rkm));
-                rd_kafka_message_destroy(rkm);
-                return false;
+        } else if (c->held) {
+                /* Only a message on the consumer queue can reach here (msgq is not read while
+                 * held), and only if a partition could not be routed to msgq: fetch it
+                 * again after resume rather than deliver it now. */
+                consumer_rewind(c, rkm);
+        } else {
+                consumer_deliver(c, rkm);
+                delivered = true;
         }
-        if (c->held) {
-                /* Only a paused consumer polls while held. librdkafka 2.0.2 may start
-                 * fetching a partition paused in the same rebalance callback that assigned
-                 * it: pause it again now that its fetcher runs, once per run of messages
-                 * from the same partition. */
-                rd_kafka_message_t *prev = c->stash_cnt ? c->stash[c->stash_cnt - 1] : NULL;
-                if (!prev || prev->rkt != rkm->rkt || prev->partition != rkm->partition) {
-                        rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-                        rd_kafka_topic_partition_list_add(one, rd_kafka_topic_name(rkm->rkt),
-                                                          rkm->partition);
-                        consumer_pause(c, one, true);
-                        rd_kafka_topic_partition_list_destroy(one);
-                }
-                if (consumer_stash_push(c, rkm) == AF_OK)
-                        return false;
-                /* Out of memory: rewind the partition to this message so it is refetched
-                 * after resume rather than lost. */
-                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(rkm->rkt), rkm->partition)
-                        ->offset = rkm->offset;
-                rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 0 /*async*/);
-                if (e)
-                        rd_kafka_error_destroy(e);
-                rd_kafka_topic_partition_list_destroy(l);
-                rd_kafka_message_destroy(rkm);
-                return false;
-        }
-        consumer_deliver(c, rkm);
         rd_kafka_message_destroy(rkm);
-        return true;
+        return delivered;
 }
 
-/* Serve the consumer queue: rebalances, logs, errors, and messages up to a batch; a full
- * batch yields to the loop and continues from a zero-delay timer, since the pipe will not
+/* Serve the consumer queue (events), then msgq (messages) unless held, each up to a batch; a
+ * full batch yields to the loop and continues from a zero-delay timer, since the pipe will not
  * fire again while the queue stays non-empty. */
 static void consumer_drain(af_consumer_t *c) {
-        int delivered = 0;
+        rd_kafka_message_t *rkm;
+        int events = 0, delivered = 0;
 
-        /* A short hold leaves everything in librdkafka's queue, whose pre-fetch limits bound
-         * it; only a paused consumer polls while held (rebalances, keep-alive). */
-        if (c->closed || c->in_drain || (c->held && !c->paused))
+        if (c->closed || c->in_drain)
                 return;
         c->in_drain = true;
-        /* Stashed messages first, so resume continues exactly where delivery stopped. */
-        while (!c->held && c->stash_cnt > 0 && delivered < AF_KAFKA_BATCH) {
-                rd_kafka_message_t *rkm = c->stash[0];
-                memmove(c->stash, c->stash + 1, (c->stash_cnt - 1) * sizeof(*c->stash));
-                c->stash_cnt--;
-                consumer_deliver(c, rkm);
-                rd_kafka_message_destroy(rkm);
-                delivered++;
+        /* Events always, held or not: they run the rebalance callback, and polling the
+         * consumer queue is the poll that max.poll.interval.ms asks for (librdkafka 2.0.2
+         * rd_kafka_consume0 marks the application polled even when nothing is returned). */
+        while (!c->closed && events < AF_KAFKA_BATCH && (rkm = rd_kafka_consumer_poll(c->rk, 0))) {
+                consumer_handle(c, rkm);
+                events++;
         }
-        /* The caller may hold from inside its callback: stop polling at once then. */
-        while (!c->closed && !(c->held && !c->paused) && delivered < AF_KAFKA_BATCH) {
-                rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, 0);
+        /* The caller may hold from inside its callback: stop reading msgq at once then. A
+         * revoked partition's messages still in msgq are not returned: revoking bumps the
+         * partition's op version and rd_kafka_consume_queue() drops older ops, as
+         * rd_kafka_consumer_poll() does for its own queue (librdkafka 2.0.2
+         * rd_kafka_toppar_op_fetch_stop, rd_kafka_op_version_outdated). */
+        while (!c->closed && !c->held && delivered < AF_KAFKA_BATCH) {
+                rkm = rd_kafka_consume_queue(c->msgq, 0);
                 if (!rkm)
                         break;
                 if (consumer_handle(c, rkm))
                         delivered++;
         }
-        if (delivered >= AF_KAFKA_BATCH && !c->closed)
+        if (!c->closed && (events >= AF_KAFKA_BATCH || (!c->held && delivered >= AF_KAFKA_BATCH)))
                 af_timer_start(c->pump.kick, 0, false);
         c->in_drain = false;
 }
@@ -585,31 +547,53 @@ static void consumer_timer_cb(void *arg) {
         consumer_drain(arg);
 }
 
+/* Forward the partitions' fetch queues to msgq. Before they are assigned: a fetcher that
+ * starts on a partition the application has not forwarded forwards it to the consumer queue
+ * (librdkafka 2.0.2 rd_kafka_toppar_op_fetch_start, RD_KAFKA_Q_F_FWD_APP), where a message
+ * would arrive even while held. On every assignment, because stopping a fetcher (revoke)
+ * removes the forward (rd_kafka_toppar_fetch_stop). */
+static void consumer_route(af_consumer_t *c, const rd_kafka_topic_partition_list_t *parts) {
+        for (int i = 0; i < parts->cnt; i++) {
+                rd_kafka_queue_t *partq = rd_kafka_queue_get_partition(c->rk, parts->elems[i].topic,
+                                                                       parts->elems[i].partition);
+                if (!partq) {
+                        /* Out of memory in librdkafka: its messages then come through the
+                         * consumer queue, where consumer_handle() still honours the hold. */
+                        af_error("kafka consumer: no queue for %s [%d]", parts->elems[i].topic,
+                                 (int) parts->elems[i].partition);
+                        continue;
+                }
+                rd_kafka_queue_forward(partq, c->msgq);
+                rd_kafka_queue_destroy(partq);
+        }
+}
+
 /* Runs inside rd_kafka_consumer_poll() (loop thread) on every group rebalance. */
 static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                   rd_kafka_topic_partition_list_t *parts, void *opaque) {
         af_consumer_t *c = opaque;
         rd_kafka_error_t *error = NULL;
         rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        /* Known only once the group has chosen an assignor: "NONE" before the first join. */
+        bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
 
         switch (err) {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
                 af_info("kafka consumer: %d partitions assigned", parts->cnt);
                 if (c->rebalance_cb)
                         c->rebalance_cb(c, true, parts, c->opaque);
-                if (c->cooperative)
+                consumer_route(c, parts);
+                if (cooperative)
                         error = rd_kafka_incremental_assign(rk, parts);
                 else
                         kerr = rd_kafka_assign(rk, parts);
-                /* A paused consumer fetches nothing, new partitions included. */
-                if (c->paused)
-                        consumer_pause(c, parts, true);
                 break;
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
                 af_info("kafka consumer: %d partitions revoked", parts->cnt);
                 if (c->rebalance_cb)
                         c->rebalance_cb(c, false, parts, c->opaque);
-                consumer_stash_drop(c, parts);
+                /* What msgq still holds of these partitions is never delivered: the unassign
+                 * below makes it outdated (see consumer_drain). */
                 /* The next owner starts at the committed offset: commit what the caller
                  * stored before letting go, synchronously. */
                 if (!rd_kafka_assignment_lost(rk)) {
@@ -619,15 +603,14 @@ static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                         rd_kafka_err2str(kerr));
                         kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
                 }
-                if (c->cooperative)
+                if (cooperative)
                         error = rd_kafka_incremental_unassign(rk, parts);
                 else
                         kerr = rd_kafka_assign(rk, NULL);
                 break;
         default:
                 af_warn("kafka consumer: rebalance error: %s", rd_kafka_err2str(err));
-                consumer_stash_drop(c, NULL);
-                if (c->cooperative)
+                if (cooperative)
                         error = rd_kafka_incremental_unassign(rk, parts);
                 else
                         kerr = rd_kafka_assign(rk, NULL);
@@ -647,6 +630,21 @@ static void consumer_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                rd_kafka_topic_partition_list_t *offsets, void *opaque) {
         if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
                 af_warn("kafka consumer: offset commit: %s", rd_kafka_err2str(err));
+}
+
+/* librdkafka's statistics (only with kafka.statistics.interval.ms), served from the consumer
+ * queue on the loop thread: keep the fetch totals for af_consumer_fetch_stats().
+ * @returns 0: librdkafka frees json. */
+static int consumer_stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
+        af_consumer_t *c = opaque;
+        json_t *root = json_loadb(json, json_len, 0, NULL);
+
+        if (root) {
+                c->fetched_msgs = json_integer_value(json_object_get(root, "rxmsgs"));
+                c->fetched_bytes = json_integer_value(json_object_get(root, "rxmsg_bytes"));
+                json_decref(root);
+        }
+        return 0;
 }
 
 af_consumer_t *af_consumer_new(af_loop_t *loop, const af_config_t *conf, const char *group_id,
@@ -670,9 +668,25 @@ af_consumer_t *af_consumer_new(af_loop_t *loop, const af_config_t *conf, const c
                 "partition.assignment.strategy", "range",
                 /* A new group must see tasks produced before it joined. */
                 "auto.offset.reset", "earliest",
-                /* Bounds how long a resumed (refetching) partition waits behind an idle
-                 * long-poll fetch to the same broker. */
+                /* Bounds how long a partition that becomes fetchable (assigned, or its queue
+                 * drained below the limits below) waits behind an idle long-poll fetch to
+                 * the same broker. */
                 "fetch.wait.max.ms", "100",
+                /* Pre-fetch limits, i.e. what a held consumer piles up in msgq. librdkafka
+                 * 2.0.2 checks them before each fetch against the queue the partitions
+                 * forward to, so they bound all partitions together
+                 * (rd_kafka_toppar_fetch_decide), and one fetch may overshoot them by
+                 * fetch.max.bytes of compressed batches, which librdkafka lowers to
+                 * queued.max.messages.kbytes (not below message.max.bytes, 1 MB). With its
+                 * defaults (100000 messages, 64 MB) a consumer held over bench/run's 30000
+                 * Tasks grew by 33 MB; with 1 MB, by ~5 MB (~4300 Tasks of ~1.2 KB with
+                 * librdkafka's overhead). The fetcher notices that a full queue
+                 * drained only on its next pass, within a second at worst, so the limit must
+                 * hold more than a second of a worker's peak rate (~2500 Tasks/s): 4 MB is
+                 * ~7000 Tasks. Raise
+                 * kafka.queued.max.messages.kbytes for much faster handlers. */
+                "queued.max.messages.kbytes", "4096",
+                "queued.min.messages", "10000",
                 NULL,
         };
         /* clang-format on */
@@ -710,6 +724,7 @@ af_consumer_t *af_consumer_new(af_loop_t *loop, const af_config_t *conf, const c
                 goto fail;
         rd_kafka_conf_set_rebalance_cb(kconf, consumer_rebalance_cb);
         rd_kafka_conf_set_offset_commit_cb(kconf, consumer_commit_cb);
+        rd_kafka_conf_set_stats_cb(kconf, consumer_stats_cb);
         rd_kafka_conf_set_opaque(kconf, c);
         c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, kerrstr, sizeof(kerrstr));
         if (!c->rk) {
@@ -717,19 +732,20 @@ af_consumer_t *af_consumer_new(af_loop_t *loop, const af_config_t *conf, const c
                 goto fail;
         }
         kconf = NULL; /* owned by rk now */
-        c->cooperative = !strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE");
         rd_kafka_set_log_queue(c->rk, NULL /*main queue, forwarded below*/);
-        /* Everything (main queue: logs, errors; rebalances; messages) into one queue. */
+        /* Events (main queue: logs, errors, statistics; rebalances) into the consumer queue;
+         * messages into msgq, partition by partition as they are assigned. */
         rd_kafka_poll_set_consumer(c->rk);
         c->q = rd_kafka_queue_get_consumer(c->rk);
-        if (pump_init(&c->pump, loop, c->q, consumer_fd_cb, consumer_timer_cb, c, errstr,
-                      errstr_size))
-                goto fail;
-        c->pause_timer = af_timer_new(loop, consumer_pause_timer_cb, c);
-        if (!c->pause_timer) {
+        c->msgq = rd_kafka_queue_new(c->rk);
+        if (!c->msgq) {
                 af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
                 goto fail;
         }
+        if (pump_init(&c->pump, loop, c->q, consumer_fd_cb, consumer_timer_cb, c, errstr,
+                      errstr_size))
+                goto fail;
+        rd_kafka_queue_io_event_enable(c->msgq, c->pump.fds[1], "1", 1);
 
         subs = rd_kafka_topic_partition_list_new((int) topic_cnt);
         for (size_t i = 0; i < topic_cnt; i++)
@@ -785,47 +801,22 @@ af_err_t af_consumer_commit(af_consumer_t *c, bool sync) {
         return kafka_err_map(kerr);
 }
 
-/* Pause (or resume) every currently assigned partition. */
-static void consumer_pause_assignment(af_consumer_t *c, bool pause) {
-        rd_kafka_topic_partition_list_t *parts = NULL;
-        if (rd_kafka_assignment(c->rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                if (parts->cnt > 0)
-                        consumer_pause(c, parts, pause);
-                rd_kafka_topic_partition_list_destroy(parts);
-        }
-}
-
-/* The hold lasted: pause the partitions so the consumer can poll again (rebalances, the
- * max.poll.interval.ms keep-alive) without anything new being fetched. Pausing rewinds
- * the fetch position to the last message handed out, so what was pre-fetched is fetched
- * again after resume; anything the queue still returns meanwhile goes to the stash. */
-static void consumer_pause_timer_cb(void *opaque) {
-        af_consumer_t *c = opaque;
-        if (c->closed || !c->held || c->paused)
-                return;
-        consumer_pause_assignment(c, true);
-        c->paused = true;
-        af_timer_start(c->pump.kick, 0, false);
-}
-
 void af_consumer_hold(af_consumer_t *c, bool hold) {
         if (c->closed || c->held == hold)
                 return;
         c->held = hold;
-        if (hold) {
-                /* Most holds are short (a worker at its concurrency limit frees a slot in
-                 * milliseconds): stop draining at once, pause only if it lasts, because a
-                 * pause costs a refetch and a fetch round trip on resume. */
-                af_timer_start(c->pause_timer, AF_KAFKA_HOLD_PAUSE_MS, false);
-                return;
-        }
-        af_timer_stop(c->pause_timer);
-        if (c->paused) {
-                consumer_pause_assignment(c, false);
-                c->paused = false;
-        }
-        /* Deliver the stash and whatever is queued without waiting for a tick. */
-        af_timer_start(c->pump.kick, 0, false);
+        /* Held, consumer_drain stops reading msgq and librdkafka keeps fetching into it only
+         * up to the pre-fetch limits. Resumed, deliver without waiting for a tick: msgq's
+         * pipe stays quiet while it is non-empty. */
+        if (!hold)
+                af_timer_start(c->pump.kick, 0, false);
+}
+
+void af_consumer_fetch_stats(af_consumer_t *c, int64_t *msgs, int64_t *bytes) {
+        if (msgs)
+                *msgs = c->fetched_msgs;
+        if (bytes)
+                *bytes = c->fetched_bytes;
 }
 
 af_err_t af_consumer_close(af_consumer_t *c) {
@@ -838,13 +829,12 @@ af_err_t af_consumer_close(af_consumer_t *c) {
         kerr = rd_kafka_commit(c->rk, NULL, 0 /*sync*/);
         if (kerr && kerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
                 af_warn("kafka consumer: commit on close: %s", rd_kafka_err2str(kerr));
-        consumer_stash_drop(c, NULL);
-        if (c->pause_timer)
-                af_timer_stop(c->pause_timer);
         kerr = rd_kafka_consumer_close(c->rk);
         c->closed = true;
         if (c->q)
                 rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
+        if (c->msgq)
+                rd_kafka_queue_io_event_enable(c->msgq, -1, NULL, 0);
         pump_fini(&c->pump);
         if (kerr)
                 af_warn("kafka consumer: close: %s", rd_kafka_err2str(kerr));
@@ -858,10 +848,12 @@ void af_consumer_destroy(af_consumer_t *c) {
                 af_consumer_close(c);
         if (c->q && !c->closed)
                 rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
+        if (c->msgq && !c->closed)
+                rd_kafka_queue_io_event_enable(c->msgq, -1, NULL, 0);
         pump_fini(&c->pump);
-        af_timer_destroy(c->pause_timer);
-        consumer_stash_drop(c, NULL);
-        free(c->stash);
+        /* Before rd_kafka_destroy: the messages it still holds keep their partitions alive. */
+        if (c->msgq)
+                rd_kafka_queue_destroy(c->msgq);
         if (c->q)
                 rd_kafka_queue_destroy(c->q);
         if (c->rk)

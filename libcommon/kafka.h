@@ -5,11 +5,13 @@
  * the loop (the main queue's io-event fd plus a periodic poll timer) and reach the caller's
  * callback exactly once per message, on the loop thread.
  *
- * Consumer: rd_kafka_poll_set_consumer(), the consumer queue's io-event fd (non-blocking pipe)
- * and a periodic poll timer (TRAPS.md); enable.auto.offset.store=false, so an offset is
- * committed only after the caller says every earlier offset of its partition is done
- * (af_consumer_store_offset); stored offsets are committed by librdkafka's auto-commit and
- * synchronously on revoke and close.
+ * Consumer: rd_kafka_poll_set_consumer(); every assigned partition's messages are forwarded
+ * to a message queue of our own, so the consumer queue carries only events (rebalances,
+ * errors, logs); both queues wake the loop through one io-event fd (non-blocking pipe), and a
+ * periodic poll timer serves the events (TRAPS.md). enable.auto.offset.store=false, so an
+ * offset is committed only after the caller says every earlier offset of its partition is
+ * done (af_consumer_store_offset); stored offsets are committed by librdkafka's auto-commit
+ * and synchronously on revoke and close.
  *
  * Topic names given here are full names (prefix included); af_kafka_topic() builds them.
  * Settings read: kafka.* (passed through), topic.prefix, kafka poll interval.
@@ -99,9 +101,16 @@ af_err_t af_consumer_store_offset(af_consumer_t *c, const char *topic, int32_t p
 /* Commit stored offsets now. */
 af_err_t af_consumer_commit(af_consumer_t *c, bool sync);
 /* Stop (hold=true) or resume delivering messages, e.g. while the caller is at its concurrency
- * limit or draining. Held, the consumer stays in its group and fetching pauses; resumed,
- * delivery continues from the first undelivered message. Nothing is skipped. */
+ * limit or draining. Held, the consumer stays in its group (rebalances are served) and keeps
+ * what it pre-fetched, fetching more only up to librdkafka's pre-fetch limits (queued.*);
+ * resumed, delivery continues from the first undelivered message without fetching anything
+ * again. Nothing is skipped. Loop thread; may be called from inside the message callback. */
 void af_consumer_hold(af_consumer_t *c, bool hold);
+/* What this consumer has fetched from the brokers: messages and their key + value bytes as
+ * librdkafka counts them on arrival (statistics "rxmsgs" and "rxmsg_bytes"; a message fetched
+ * twice counts twice), as of its last statistics report, so 0 unless
+ * kafka.statistics.interval.ms is set. Against what was delivered it shows refetching. */
+void af_consumer_fetch_stats(af_consumer_t *c, int64_t *msgs, int64_t *bytes);
 /* Commit synchronously and leave the group. Loop thread; blocks briefly. */
 af_err_t af_consumer_close(af_consumer_t *c);
 void af_consumer_destroy(af_consumer_t *c); /* closes if needed; NULL is fine */

@@ -3,8 +3,11 @@
  * starts. Messages produced through af_producer_send each get one delivery report with an
  * offset; a fresh group consumes them all with their headers; offsets stored and committed
  * are where the next consumer of that group starts (nothing redelivered, nothing skipped);
- * holding and resuming a consumer delivers every message exactly once and nothing while
- * held; lz4 compression is really applied against this broker (TRAPS.md).
+ * holding and resuming a consumer delivers every message exactly once, in order per
+ * partition, and nothing while held; a long hold fetches nothing twice (librdkafka's
+ * statistics); a rebalance while held loses nothing and delivers nothing of a revoked
+ * partition, with the range and the cooperative assignor; lz4 compression is really applied
+ * against this broker (TRAPS.md).
  *
  * Each test makes its own topic with the admin API (auto-creation is off on our broker) and
  * deletes it afterwards. Needs AF_TEST_KAFKA (bootstrap); prints SKIP without it.
@@ -207,10 +210,15 @@ typedef struct cons_state_s {
         int min_seq;    /* any seq below this is a redelivery */
         bool held;      /* test-side mirror of af_consumer_hold */
         int hold_every; /* hold after every n deliveries (0 = never) */
+        int hold_ms;    /* for how long (0 = alternate 5 ms and 400 ms) */
+        int hold_at;    /* hold once after this many deliveries, until the test resumes */
         int holds;
         int while_held; /* deliveries while held: must stay 0 */
         bool assigned;
         bool done;
+        int revokes;                /* revoke callbacks with partitions */
+        bool owned[PARTS];          /* partitions assigned to this consumer now */
+        int64_t next_offset[PARTS]; /* per partition, the lowest offset still in order */
         af_timer_t *resume;
         af_consumer_t *c;
 } cons_state_t;
@@ -250,6 +258,11 @@ static void on_message(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque
 
         if (cs->held)
                 cs->while_held++;
+        /* Only from a partition assigned to us now, and in order within it. */
+        assert_true(msg->partition >= 0 && msg->partition < PARTS);
+        assert_true(cs->owned[msg->partition]);
+        assert_true(msg->offset >= cs->next_offset[msg->partition]);
+        cs->next_offset[msg->partition] = msg->offset + 1;
         cs->seen[seq]++;
         assert_int_equal(af_consumer_store_offset(c, msg->topic, msg->partition, msg->offset + 1),
                          AF_OK);
@@ -259,9 +272,16 @@ static void on_message(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque
                 cs->held = true;
                 cs->holds++;
                 af_consumer_hold(c, true);
-                /* Alternate short holds (queue left alone) and long ones (partitions
-                 * paused, the fetch position rewound). */
-                af_timer_start(cs->resume, cs->holds % 2 ? 5 : 400, false);
+                /* Unless told, alternate short holds and long ones: longer than the 200 ms
+                 * after which the consumer used to pause its partitions and fetch again on
+                 * resume. */
+                int ms = cs->hold_ms ? cs->hold_ms : cs->holds % 2 ? 5 : 400;
+                af_timer_start(cs->resume, ms, false);
+        }
+        if (cs->hold_at && cs->got == cs->hold_at) {
+                cs->held = true;
+                cs->holds++;
+                af_consumer_hold(c, true);
         }
 }
 
@@ -270,6 +290,14 @@ static void on_rebalance(af_consumer_t *c, bool assigned,
         cons_state_t *cs = opaque;
         if (assigned && parts->cnt > 0)
                 cs->assigned = true;
+        else if (!assigned && parts->cnt > 0)
+                cs->revokes++;
+        /* Eager rebalances name the whole assignment, cooperative ones what changes. */
+        for (int i = 0; i < parts->cnt; i++) {
+                assert_string_equal(parts->elems[i].topic, cs->env->topic);
+                assert_true(parts->elems[i].partition >= 0 && parts->elems[i].partition < PARTS);
+                cs->owned[parts->elems[i].partition] = assigned;
+        }
 }
 
 static void on_resume(void *opaque) {
@@ -371,6 +399,155 @@ static void test_hold_resume_exactly_once(void **state) {
                 assert_int_equal(seen[i], 1);
 }
 
+static void set_conf(env_t *env, const char *name, const char *value) {
+        char errstr[512];
+        if (af_config_set(env->conf, name, value, errstr, sizeof(errstr)) != AF_OK)
+                fail_msg("af_config_set %s: %s", name, errstr);
+}
+
+/* What a wait on the consumer's fetch statistics waits for. */
+typedef struct fetched_s {
+        af_consumer_t *c;
+        int64_t msgs;
+} fetched_t;
+
+static bool fetched_at_least(void *arg) {
+        fetched_t *f = arg;
+        int64_t msgs = 0;
+        af_consumer_fetch_stats(f->c, &msgs, NULL);
+        return msgs >= f->msgs;
+}
+
+/* Run the loop until librdkafka's statistics say c fetched at least n messages. */
+static void run_until_fetched(env_t *env, af_consumer_t *c, int64_t n) {
+        fetched_t f = {.c = c, .msgs = n};
+        if (!af_test_loop_until(env->loop, fetched_at_least, &f, DEADLINE_MS))
+                fail_msg("timed out waiting for %lld messages fetched", (long long) n);
+}
+
+/* A hold longer than 200 ms (after which the consumer used to pause its partitions, which
+ * rewinds librdkafka's fetch position and fetches everything pre-fetched again on resume)
+ * fetches nothing twice: held from the start until everything is pre-fetched, then for
+ * 400 ms every 100 messages, every message is delivered once and in order per partition, and
+ * librdkafka's statistics count each message and its bytes fetched exactly once. */
+static void test_long_hold_fetches_nothing_twice(void **state) {
+        env_t *env = *state;
+        enum { N = 600 };
+        sent_t sent[N];
+        int seen[N];
+        char group[96];
+        int64_t want_bytes = 0, msgs = 0, bytes = 0;
+        memset(sent, 0, sizeof(sent));
+        memset(seen, 0, sizeof(seen));
+        group_name(group, sizeof(group), "longhold");
+        set_conf(env, "kafka.statistics.interval.ms", "100");
+
+        produce_range(env, sent, 0, N);
+        for (int i = 0; i < N; i++) { /* key + value, as produce_range made them */
+                char key[32], val[64];
+                want_bytes += snprintf(key, sizeof(key), "case-%d", i);
+                want_bytes += snprintf(val, sizeof(val), "{\"n\":%d}", i);
+        }
+
+        cons_state_t cs = {.env = env,
+                           .sent = sent,
+                           .seen = seen,
+                           .total = N,
+                           .want = N,
+                           .hold_every = 100,
+                           .hold_ms = 400};
+        consumer_start(env, &cs, group);
+        cs.held = true;
+        af_consumer_hold(cs.c, true);
+        /* Held, the consumer keeps fetching up to its pre-fetch limits: all N here. */
+        run_until_fetched(env, cs.c, N);
+        af_test_loop_until(env->loop, NULL, NULL, 300);
+        assert_int_equal(cs.got, 0);
+        on_resume(&cs);
+        run_until(env->loop, &cs.done, "consumer with long holds");
+        /* A few statistics intervals after the last delivery: a refetch would show here. */
+        af_test_loop_until(env->loop, NULL, NULL, 500);
+        af_consumer_fetch_stats(cs.c, &msgs, &bytes);
+        consumer_stop(&cs);
+
+        assert_int_equal(cs.while_held, 0);
+        assert_true(cs.holds >= N / 100 - 1);
+        for (int i = 0; i < N; i++)
+                assert_int_equal(seen[i], 1);
+        assert_int_equal(msgs, N);
+        assert_int_equal(bytes, want_bytes);
+}
+
+typedef struct pair_s {
+        cons_state_t *a, *b;
+        int want;
+} pair_t;
+
+static bool pair_done(void *arg) {
+        pair_t *p = arg;
+        return p->a->got + p->b->got >= p->want;
+}
+
+static bool pair_rebalanced(void *arg) {
+        pair_t *p = arg;
+        return p->a->revokes > 0 && p->b->got > 0;
+}
+
+/* A consumer held with most of the topic pre-fetched (its partitions' messages waiting in
+ * its queue) while a second consumer joins the group: the first delivers nothing while held
+ * and nothing of a partition it no longer owns, the second starts where the first committed,
+ * and between them every message is delivered exactly once, in order per partition. */
+static void rebalance_while_held(env_t *env, const char *strategy) {
+        enum { N = 600, FIRST = 60 };
+        sent_t sent[N];
+        int seen[N];
+        char group[96];
+        memset(sent, 0, sizeof(sent));
+        memset(seen, 0, sizeof(seen));
+        group_name(group, sizeof(group), "rebal");
+        set_conf(env, "kafka.partition.assignment.strategy", strategy);
+        set_conf(env, "kafka.statistics.interval.ms", "100");
+
+        produce_range(env, sent, 0, N);
+
+        cons_state_t a = {
+                .env = env, .sent = sent, .seen = seen, .total = N, .want = N, .hold_at = FIRST};
+        cons_state_t b = {.env = env, .sent = sent, .seen = seen, .total = N, .want = N};
+        pair_t pair = {.a = &a, .b = &b, .want = N};
+        consumer_start(env, &a, group);
+        run_until(env->loop, &a.held, "first consumer to hold");
+        assert_int_equal(a.got, FIRST);
+        run_until_fetched(env, a.c, N); /* the rest waits in a's queue */
+
+        consumer_start(env, &b, group);
+        if (!af_test_loop_until(env->loop, pair_rebalanced, &pair, DEADLINE_MS))
+                fail_msg("timed out waiting for the rebalance (a revoked %d, b got %d)", a.revokes,
+                         b.got);
+        /* Still held across the rebalance, for a while after it. */
+        af_test_loop_until(env->loop, NULL, NULL, 300);
+        assert_int_equal(a.got, FIRST);
+        on_resume(&a);
+        if (!af_test_loop_until(env->loop, pair_done, &pair, DEADLINE_MS))
+                fail_msg("timed out: a got %d, b got %d of %d", a.got, b.got, N);
+        /* Anything delivered twice would come now. */
+        af_test_loop_until(env->loop, NULL, NULL, 500);
+        consumer_stop(&a);
+        consumer_stop(&b);
+
+        assert_int_equal(a.while_held, 0);
+        assert_int_equal(a.got + b.got, N);
+        for (int i = 0; i < N; i++)
+                assert_int_equal(seen[i], 1);
+}
+
+static void test_rebalance_while_held_range(void **state) {
+        rebalance_while_held(*state, "range");
+}
+
+static void test_rebalance_while_held_cooperative(void **state) {
+        rebalance_while_held(*state, "cooperative-sticky");
+}
+
 /* Storing an offset for a partition this consumer does not own is AF_ERR_STATE. */
 static void test_store_unassigned_is_state(void **state) {
         env_t *env = *state;
@@ -445,6 +622,11 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_roundtrip_commit_resume_point, setup,
                                                 teardown),
                 cmocka_unit_test_setup_teardown(test_hold_resume_exactly_once, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_long_hold_fetches_nothing_twice, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_rebalance_while_held_range, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_rebalance_while_held_cooperative, setup,
+                                                teardown),
                 cmocka_unit_test_setup_teardown(test_store_unassigned_is_state, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_compression_is_applied, setup, teardown),
         };

@@ -2,7 +2,8 @@
  * test_kafka_mock: libcommon's kafka against librdkafka's in-process mock cluster — fast
  * checks of the delivery-report path (one report per accepted send, with its offset; an
  * undeliverable message reports a timeout once), argument and configuration errors, the
- * consumer's offset store on a partition it does not own, and a produce→consume round trip.
+ * consumer's offset store on a partition it does not own, a produce→consume round trip, and a
+ * hold that delivers nothing, keeps what was pre-fetched and fetches nothing twice.
  * The real broker is exercised by tests/integration/test_kafka_roundtrip.c.
  */
 #include <setjmp.h>
@@ -288,6 +289,71 @@ static void test_consume_roundtrip_and_unowned_store(void **state) {
         af_config_destroy(cconf);
 }
 
+static bool fetched_all(void *arg) {
+        af_consumer_t *c = arg;
+        int64_t msgs = 0;
+        af_consumer_fetch_stats(c, &msgs, NULL);
+        return msgs >= 16;
+}
+
+/* Held from the start and for longer than the 200 ms after which the consumer used to pause
+ * (and so fetch again on resume): nothing is delivered, everything is pre-fetched once while
+ * held, and after resume each message is delivered once. The pre-fetch bounds are ours. */
+static void test_hold_keeps_prefetch_and_fetches_once(void **state) {
+        env_t *env = *state;
+        char errstr[256], bootstrap[256], val[32];
+        size_t len = sizeof(val);
+        enum { N = 16 };
+        reports_t rs = {.want = N};
+        dr_ctx_t ctx[N];
+        int64_t msgs = 0, bytes = 0;
+        af_producer_t *p = af_producer_new(env->loop, env->conf, errstr, sizeof(errstr));
+        assert_non_null(p);
+        rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(af_producer_rk(p));
+        assert_int_equal(rd_kafka_mock_topic_create(mc, "unit.tasks.held", 2, 1), 0);
+        for (int i = 0; i < N; i++) {
+                char v = (char) ('a' + i);
+                ctx[i].rs = &rs;
+                ctx[i].idx = i;
+                assert_int_equal(af_producer_send(p, "unit.tasks.held", -1, &v, 1, &v, 1, NULL, 0,
+                                                  on_delivery, &ctx[i], errstr, sizeof(errstr)),
+                                 AF_OK);
+        }
+        run_until(env->loop, &rs.done, "delivery reports");
+
+        af_config_t *cconf = af_config_new();
+        snprintf(bootstrap, sizeof(bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(mc));
+        conf_set(cconf, "kafka.bootstrap.servers", bootstrap);
+        conf_set(cconf, "kafka.session.timeout.ms", "6000");
+        conf_set(cconf, "kafka.statistics.interval.ms", "100");
+        const char *topics[] = {"unit.tasks.held"};
+        consumed_t cs = {.want = N};
+        af_consumer_t *c = af_consumer_new(env->loop, cconf, "unit-held", topics, 1, on_message,
+                                           NULL, &cs, errstr, sizeof(errstr));
+        assert_non_null(c);
+        const rd_kafka_conf_t *kc = rd_kafka_conf(af_consumer_rk(c));
+        assert_int_equal(rd_kafka_conf_get(kc, "queued.max.messages.kbytes", val, &len),
+                         RD_KAFKA_CONF_OK);
+        assert_string_equal(val, "4096");
+        af_consumer_hold(c, true);
+        if (!af_test_loop_until(env->loop, fetched_all, c, DEADLINE_MS))
+                fail_msg("timed out waiting for the held consumer to pre-fetch");
+        af_test_loop_until(env->loop, NULL, NULL, 400);
+        assert_int_equal(cs.got, 0);
+        af_consumer_hold(c, false);
+        run_until(env->loop, &cs.done, "consumed messages");
+        af_test_loop_until(env->loop, NULL, NULL, 300); /* a refetch would be counted now */
+        af_consumer_fetch_stats(c, &msgs, &bytes);
+        for (int i = 0; i < N; i++)
+                assert_int_equal(cs.seen[i], 1);
+        assert_int_equal(msgs, N);
+        assert_int_equal(bytes, 2 * N); /* one-byte keys and values */
+        assert_int_equal(af_consumer_close(c), AF_OK);
+        af_consumer_destroy(c);
+        af_producer_destroy(p);
+        af_config_destroy(cconf);
+}
+
 int main(void) {
         af_log_init("test_kafka_mock", AF_LOG_ERROR);
         const struct CMUnitTest tests[] = {
@@ -303,6 +369,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_idempotence_cannot_be_disabled, setup,
                                                 teardown),
                 cmocka_unit_test_setup_teardown(test_consume_roundtrip_and_unowned_store, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_hold_keeps_prefetch_and_fetches_once, setup,
                                                 teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
