@@ -14,6 +14,8 @@
  */
 #include "audit.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,10 +114,62 @@ out:
         return err;
 }
 
-/* Seal ev: fill id (if empty), at_ms (if 0), emitter, seq and the chain fields. The string
+/* The sealed event's bytes are the hashed bytes with chain_hash (field 14) and hmac (15)
+ * spliced in: protobuf-c packs fields in field-number order and leaves empty strings out, so
+ * the event is packed once, not once to hash and again to send. Each spliced field is its
+ * key byte ((number << 3) | length-delimited), the length 64 and the hex. */
+#define AUDIT_SPLICE_FIRST 14 /* chain_hash */
+#define AUDIT_SPLICE_LEN   (2 * (2 + AF_SHA256_HEX_LEN))
+
+/* Read a varint at b[*i] (b has len bytes). @returns false when it runs past the end. */
+static bool audit_varint(const uint8_t *b, size_t len, size_t *i, uint64_t *v) {
+        *v = 0;
+        for (int shift = 0; *i < len && shift < 64; shift += 7) {
+                uint8_t c = b[(*i)++];
+                *v |= (uint64_t) (c & 0x7f) << shift;
+                if (!(c & 0x80))
+                        return true;
+        }
+        return false;
+}
+
+/* @returns the offset in the packed event b where the fields numbered AUDIT_SPLICE_FIRST and
+ * above begin (len when none is there), or SIZE_MAX when b does not walk as expected. */
+static size_t audit_splice_at(const uint8_t *b, size_t len) {
+        size_t i = 0;
+        while (i < len) {
+                size_t start = i;
+                uint64_t key, n;
+                if (!audit_varint(b, len, &i, &key))
+                        return SIZE_MAX;
+                if ((key >> 3) >= AUDIT_SPLICE_FIRST)
+                        return start;
+                switch (key & 7) {
+                case 0: /* varint */
+                        if (!audit_varint(b, len, &i, &n))
+                                return SIZE_MAX;
+                        break;
+                case 2: /* length-delimited */
+                        if (!audit_varint(b, len, &i, &n) || n > len - i)
+                                return SIZE_MAX;
+                        i += (size_t) n;
+                        break;
+                default: /* AuditEvent has no fixed-width fields */
+                        return SIZE_MAX;
+                }
+        }
+        return len;
+}
+
+/* Seal ev: fill id (if empty), at_ms (if 0), emitter, seq and the chain fields, and pack it
+ * as it travels into *bytesp (caller frees; bytes at *bytesp + *offp, *lenp long). The string
  * fields filled point into a and stay valid until the next seal. */
-static af_err_t audit_seal(af_audit_t *a, Agentfleet__V1__AuditEvent *ev) {
-        af_err_t err;
+static af_err_t audit_seal(af_audit_t *a, Agentfleet__V1__AuditEvent *ev, uint8_t **bytesp,
+                           size_t *offp, size_t *lenp) {
+        Agentfleet__V1__AuditEvent copy;
+        size_t plen = strlen(a->prev_hash), len, at;
+        uint8_t *buf = NULL, *b;
+        af_err_t err = AF_OK;
 
         if (!ev->id || !*ev->id) {
                 af_ulid_new(a->id);
@@ -127,16 +181,57 @@ static af_err_t audit_seal(af_audit_t *a, Agentfleet__V1__AuditEvent *ev) {
         ev->seq = a->seq + 1;
         memcpy(a->used_prev, a->prev_hash, sizeof(a->used_prev));
         ev->prev_hash = a->used_prev;
-        err = audit_chain_hash(ev, a->prev_hash, a->chain_hash);
-        if (err)
+
+        /* prev_hash || the event without chain_hash and hmac: what the chain hash covers
+         * (the same bytes as audit_chain_hash, which verify uses), with room for both. */
+        copy = *ev;
+        copy.chain_hash = (char *) "";
+        copy.hmac = (char *) "";
+        len = agentfleet__v1__audit_event__get_packed_size(&copy);
+        buf = malloc(plen + len + AUDIT_SPLICE_LEN);
+        if (!buf) {
+                err = AF_ERR_NOMEM;
                 goto out;
+        }
+        memcpy(buf, a->prev_hash, plen);
+        b = buf + plen;
+        agentfleet__v1__audit_event__pack(&copy, b);
+        af_sha256_hex(buf, plen + len, a->chain_hash);
         af_hmac_sha256_hex(a->key, a->key_len, a->chain_hash, AF_SHA256_HEX_LEN, a->hmac);
         ev->chain_hash = a->chain_hash;
         ev->hmac = a->hmac;
+
+        at = audit_splice_at(b, len);
+        if (at == SIZE_MAX) {
+                /* Not the layout we know: pack the sealed event the plain way. */
+                len = agentfleet__v1__audit_event__get_packed_size(ev);
+                free(buf);
+                plen = 0;
+                if (!(buf = b = malloc(len ? len : 1))) {
+                        err = AF_ERR_NOMEM;
+                        goto out;
+                }
+                agentfleet__v1__audit_event__pack(ev, b);
+        } else {
+                memmove(b + at + AUDIT_SPLICE_LEN, b + at, len - at);
+                b[at] = (AUDIT_SPLICE_FIRST << 3) | 2;
+                b[at + 1] = AF_SHA256_HEX_LEN;
+                memcpy(b + at + 2, a->chain_hash, AF_SHA256_HEX_LEN);
+                at += 2 + AF_SHA256_HEX_LEN;
+                b[at] = ((AUDIT_SPLICE_FIRST + 1) << 3) | 2;
+                b[at + 1] = AF_SHA256_HEX_LEN;
+                memcpy(b + at + 2, a->hmac, AF_SHA256_HEX_LEN);
+                len += AUDIT_SPLICE_LEN;
+        }
         /* Only a sealed event advances the chain. */
         a->seq++;
         memcpy(a->prev_hash, a->chain_hash, sizeof(a->prev_hash));
+        *bytesp = buf;
+        *offp = plen;
+        *lenp = len;
+        buf = NULL;
 out:
+        free(buf);
         return err;
 }
 
@@ -154,38 +249,43 @@ static void audit_delivery_log(af_err_t err, const char *errstr, int32_t partiti
 af_err_t af_audit_emit(af_audit_t *a, Agentfleet__V1__AuditEvent *ev, af_delivery_cb_t *cb,
                        void *opaque) {
         af_err_t err;
-        size_t len;
+        size_t off = 0, len = 0;
         uint8_t *bytes = NULL;
         char errstr[256] = "";
         af_kafka_header_t hdrs[2];
         size_t hdr_cnt = 0;
         const char *key;
 
-        err = audit_seal(a, ev);
+        err = audit_seal(a, ev, &bytes, &off, &len);
         if (err || !a->p)
                 goto out;
-        len = agentfleet__v1__audit_event__get_packed_size(ev);
-        bytes = malloc(len ? len : 1);
-        if (!bytes) {
-                err = AF_ERR_NOMEM;
-                goto out;
-        }
-        agentfleet__v1__audit_event__pack(ev, bytes);
         hdrs[hdr_cnt++] = (af_kafka_header_t){"content-type", "application/x-protobuf",
                                               strlen("application/x-protobuf")};
         if (ev->traceparent && *ev->traceparent)
                 hdrs[hdr_cnt++] = (af_kafka_header_t){"traceparent", ev->traceparent,
                                                       strlen(ev->traceparent)};
         key = ev->task_id && *ev->task_id ? ev->task_id : NULL;
-        err = af_producer_send(a->p, a->topic, -1 /*by key*/, key, key ? strlen(key) : 0, bytes,
-                               len, hdrs, hdr_cnt, cb ? cb : audit_delivery_log, opaque, errstr,
-                               sizeof(errstr));
+        err = af_producer_send(a->p, a->topic, -1 /*by key*/, key, key ? strlen(key) : 0,
+                               bytes + off, len, hdrs, hdr_cnt, cb ? cb : audit_delivery_log,
+                               opaque, errstr, sizeof(errstr));
         if (err)
                 af_error("audit event %s (%s) not produced: %s", ev->action ? ev->action : "",
                          ev->task_id ? ev->task_id : "", errstr);
 out:
         free(bytes);
         return err;
+}
+
+af_err_t af_audit_seal(af_audit_t *a, Agentfleet__V1__AuditEvent *ev, uint8_t **bytesp,
+                       size_t *lenp) {
+        size_t off = 0;
+        uint8_t *buf = NULL;
+        af_err_t err = audit_seal(a, ev, &buf, &off, lenp);
+        if (err)
+                return err;
+        memmove(buf, buf + off, *lenp);
+        *bytesp = buf;
+        return AF_OK;
 }
 
 af_err_t af_audit_record(af_audit_t *a, const char *actor, Agentfleet__V1__ActorKind kind,

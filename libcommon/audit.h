@@ -10,6 +10,7 @@
 #define AF_AUDIT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "agentfleet/v1/audit.pb-c.h"
 #include "config.h"
@@ -28,6 +29,11 @@ void af_audit_destroy(af_audit_t *a); /* NULL is fine */
  * and seq are filled in). cb may be NULL. @returns what af_producer_send returns. */
 af_err_t af_audit_emit(af_audit_t *a, Agentfleet__V1__AuditEvent *ev, af_delivery_cb_t *cb,
                        void *opaque);
+
+/* Chain and sign ev like af_audit_emit, without producing it: *bytesp (caller frees, *lenp
+ * bytes) is the event as it would travel. For tools and tests. */
+af_err_t af_audit_seal(af_audit_t *a, Agentfleet__V1__AuditEvent *ev, uint8_t **bytesp,
+                       size_t *lenp);
 
 /* Convenience for the common shape. details is JSON text or NULL. */
 af_err_t af_audit_record(af_audit_t *a, const char *actor, Agentfleet__V1__ActorKind kind,

@@ -40,6 +40,47 @@ af_err_t af_buf_append(af_buf_t *b, const void *p, size_t n) {
         return AF_OK;
 }
 
+af_err_t af_buf_reserve(af_buf_t *b, size_t n) {
+        if (n > b->cap || b->len > b->cap - n)
+                return AF_ERR_TOO_LARGE;
+        size_t need = b->len + n + 1;
+        if (need <= b->alloc)
+                return AF_OK;
+        char *data = realloc(b->data, need);
+        if (!data)
+                return AF_ERR_NOMEM;
+        if (!b->data)
+                data[0] = '\0';
+        b->data = data;
+        b->alloc = need;
+        return AF_OK;
+}
+
+size_t af_i64_to_str(char out[AF_I64_STR_SIZE], int64_t v) {
+        char tmp[AF_I64_STR_SIZE];
+        char *p = tmp + sizeof(tmp);
+        /* Negate in unsigned arithmetic: -INT64_MIN does not fit an int64_t. */
+        uint64_t u = v < 0 ? 0 - (uint64_t) v : (uint64_t) v;
+        size_t n;
+
+        *--p = '\0';
+        do {
+                *--p = (char) ('0' + u % 10);
+                u /= 10;
+        } while (u);
+        if (v < 0)
+                *--p = '-';
+        n = (size_t) (tmp + sizeof(tmp) - p);
+        memcpy(out, p, n);
+        return n - 1;
+}
+
+af_err_t af_buf_append_i64(af_buf_t *b, int64_t v) {
+        char tmp[AF_I64_STR_SIZE];
+        size_t n = af_i64_to_str(tmp, v);
+        return af_buf_append(b, tmp, n);
+}
+
 af_err_t af_buf_puts(af_buf_t *b, const char *s) {
         return af_buf_append(b, s, strlen(s));
 }

@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 
@@ -25,6 +26,17 @@ void af_buf_init(af_buf_t *b, size_t cap);
 af_err_t af_buf_append(af_buf_t *b, const void *p, size_t n);
 af_err_t af_buf_puts(af_buf_t *b, const char *s);
 af_err_t af_buf_printf(af_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Room for any int64_t in decimal: "-9223372036854775808" and the NUL. */
+#define AF_I64_STR_SIZE 21
+/* Write v in decimal, NUL-terminated: what printf's %lld writes, without printf's cost on a
+ * hot path. @returns the length (without the NUL). */
+size_t af_i64_to_str(char out[AF_I64_STR_SIZE], int64_t v);
+/* Append v in decimal (af_i64_to_str). */
+af_err_t af_buf_append_i64(af_buf_t *b, int64_t v);
+/* Make room for n more bytes now (within the cap), so that appends up to that size do not
+ * reallocate. @returns AF_OK, AF_ERR_NOMEM (buffer kept), or AF_ERR_TOO_LARGE (buffer kept:
+ * nothing was appended). */
+af_err_t af_buf_reserve(af_buf_t *b, size_t n);
 af_err_t af_buf_vprintf(af_buf_t *b, const char *fmt, va_list ap);
 /* Empty the buffer but keep its allocation for reuse. */
 void af_buf_reset(af_buf_t *b);

@@ -36,11 +36,20 @@
  * opens again: a TCP handshake per few requests. A worker keeps up to worker.concurrency
  * calls in flight to a handful of hosts, so the cache is sized for that. */
 #define AF_HTTP_CLIENT_MAX_IDLE_CONNS 1024
-/* Finished easy handles kept for reuse (curl_easy_reset), saving curl's large per-handle
- * allocation and initialisation on every request. */
+/* Finished easy handles kept for reuse, saving curl's large per-handle allocation and
+ * initialisation on every request. */
 #define AF_HTTP_CLIENT_EASY_POOL 256
 
 typedef struct af_http_xfer_s af_http_xfer_t;
+
+/* A pooled handle keeps the options of its last request (curl_easy_reset costs as much as a
+ * few requests' worth of options). The next request of the same shape, in practice nearly
+ * every one, sets only what differs per request; any other shape resets it first. */
+typedef struct af_http_pooled_s {
+        CURL *easy;
+        char method[16]; /* of its last request; "" when its options are curl's defaults */
+        bool posts;      /* its last request set CURLOPT_POSTFIELDS */
+} af_http_pooled_t;
 
 struct af_http_client_s {
         af_loop_t *loop;
@@ -52,17 +61,24 @@ struct af_http_client_s {
         af_http_xfer_t *head;      /* transfers in curl (doubly linked) */
         af_http_xfer_t *cancelled; /* removed from curl, callback pending (singly) */
         int in_flight;             /* both lists: accepted, callback not yet called */
-        CURL *easy_pool[AF_HTTP_CLIENT_EASY_POOL]; /* reset handles ready for reuse */
+        af_http_pooled_t easy_pool[AF_HTTP_CLIENT_EASY_POOL]; /* handles ready for reuse */
         int easy_pool_cnt;
+        /* No proxy variable in the environment (read once): every handle says "no proxy",
+         * which spares curl reading five variables on every request. */
+        bool no_proxy_env;
 };
 
+/* One allocation per request: this struct, then the header list's nodes, the header lines
+ * and the body, which curl reads in place (CURLOPT_HTTPHEADER, CURLOPT_POSTFIELDS) until the
+ * transfer is freed. */
 struct af_http_xfer_s {
         af_http_client_t *hc;
         uint64_t id;
         CURL *easy;
-        struct curl_slist *headers;
-        af_buf_t resp;  /* capped at max_response_bytes */
-        bool too_large; /* the write callback refused more */
+        af_http_pooled_t shape;     /* what easy was last set up for (method, body) */
+        struct curl_slist *headers; /* nodes inside this allocation: never curl_slist_free_all */
+        af_buf_t resp;              /* capped at max_response_bytes */
+        bool too_large;             /* the write callback refused more */
         bool has_retry_after;
         char retry_after[AF_HTTP_CLIENT_MAX_RETRY_AFTER];
         int64_t start_ms; /* monotonic */
@@ -92,11 +108,23 @@ static void xfer_unlink(af_http_xfer_t *x) {
         x->prev = x->next = NULL;
 }
 
-/* A handle for a new transfer: a pooled one (already reset) or a new one. NULL on OOM. */
-static CURL *client_easy_get(af_http_client_t *hc) {
-        if (hc->easy_pool_cnt > 0)
-                return hc->easy_pool[--hc->easy_pool_cnt];
-        return curl_easy_init();
+/* A handle for x's transfer into x->easy and x->shape: the last pooled one, reset unless it
+ * was set up for the same method and body use, or a new one. @returns false on OOM. */
+static bool client_easy_get(af_http_client_t *hc, af_http_xfer_t *x, const char *method,
+                            bool posts) {
+        if (hc->easy_pool_cnt > 0) {
+                af_http_pooled_t *p = &hc->easy_pool[--hc->easy_pool_cnt];
+                x->easy = p->easy;
+                x->shape = *p;
+                if (strcmp(p->method, method) || p->posts != posts) {
+                        curl_easy_reset(x->easy);
+                        x->shape.method[0] = '\0';
+                }
+        } else {
+                x->easy = curl_easy_init();
+                x->shape.method[0] = '\0';
+        }
+        return x->easy != NULL;
 }
 
 /* Free a transfer; its handle, no longer in the multi, goes back to the pool. */
@@ -104,14 +132,14 @@ static void xfer_free(af_http_xfer_t *x) {
         if (!x)
                 return;
         if (x->easy && x->hc->easy_pool_cnt < AF_HTTP_CLIENT_EASY_POOL) {
-                /* Reset drops every option (headers, body, callbacks) of the finished
-                 * request; the connection it used stays in the multi's cache. */
-                curl_easy_reset(x->easy);
-                x->hc->easy_pool[x->hc->easy_pool_cnt++] = x->easy;
+                /* Its options still point into x (private, write data, headers, body): every
+                 * request sets those before it starts. The connection it used stays in the
+                 * multi's cache. */
+                x->shape.easy = x->easy;
+                x->hc->easy_pool[x->hc->easy_pool_cnt++] = x->shape;
         } else if (x->easy) {
                 curl_easy_cleanup(x->easy);
         }
-        curl_slist_free_all(x->headers);
         af_buf_free(&x->resp);
         free(x);
 }
@@ -383,6 +411,15 @@ af_http_client_t *af_http_client_new(af_loop_t *loop, const af_http_client_opts_
         curl_multi_setopt(hc->multi, CURLMOPT_TIMERFUNCTION, client_timer_cb);
         curl_multi_setopt(hc->multi, CURLMOPT_TIMERDATA, hc);
         curl_multi_setopt(hc->multi, CURLMOPT_MAXCONNECTS, (long) AF_HTTP_CLIENT_MAX_IDLE_CONNS);
+        /* The variables curl's proxy detection reads (url.c: no_proxy and the scheme's proxy
+         * or all_proxy; HTTP_PROXY in capitals is ignored on purpose). */
+        hc->no_proxy_env = true;
+        static const char *const proxy_vars[] = {"no_proxy",    "NO_PROXY",    "http_proxy",
+                                                 "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                                 "ALL_PROXY"};
+        for (size_t i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
+                if (getenv(proxy_vars[i]))
+                        hc->no_proxy_env = false;
         if (hc->opts.max_host_connections > 0)
                 curl_multi_setopt(hc->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
                                   hc->opts.max_host_connections);
@@ -417,7 +454,7 @@ void af_http_client_destroy(af_http_client_t *hc) {
         if (hc->timer_ev)
                 event_free(hc->timer_ev);
         while (hc->easy_pool_cnt > 0)
-                curl_easy_cleanup(hc->easy_pool[--hc->easy_pool_cnt]);
+                curl_easy_cleanup(hc->easy_pool[--hc->easy_pool_cnt].easy);
         free(hc);
 }
 
@@ -432,73 +469,90 @@ af_err_t af_http_client_send(af_http_client_t *hc, const af_http_request_t *req,
                 goto out;
         }
         method = req->method ? req->method : "GET";
-        x = calloc(1, sizeof(*x));
-        if (!x || !(x->easy = client_easy_get(hc))) {
+        bool posts = strcmp(method, "GET") && strcmp(method, "HEAD") &&
+                     (req->body || !strcmp(method, "POST"));
+        /* "Expect:" empty: no 1 s wait for a 100-continue that evhttp and most APIs never
+         * send. */
+        static const char expect[] = "Expect:";
+        size_t nh = 1, bytes = sizeof(expect), body_len = req->body ? req->body_len : 0;
+        for (const char *const *h = req->headers; h && *h; h++, nh++)
+                bytes += strlen(*h) + 1;
+        x = malloc(sizeof(*x) + nh * sizeof(struct curl_slist) + bytes + body_len + 1);
+        if (!x) {
                 err = AF_ERR_NOMEM;
                 goto out;
         }
+        memset(x, 0, sizeof(*x));
         x->hc = hc;
         x->id = hc->next_id++;
         x->cb = cb;
         x->opaque = opaque;
         af_buf_init(&x->resp, req->max_response_bytes ? req->max_response_bytes
                                                       : hc->opts.default_max_response_bytes);
-
-        /* "Expect:" empty: no 1 s wait for a 100-continue that evhttp and most APIs never
-         * send. */
-        x->headers = curl_slist_append(NULL, "Expect:");
-        for (const char *const *h = req->headers; h && *h && x->headers; h++) {
-                struct curl_slist *l = curl_slist_append(x->headers, *h);
-                if (!l) {
-                        curl_slist_free_all(x->headers);
-                        x->headers = NULL;
-                        break;
-                }
-                x->headers = l;
-        }
-        if (!x->headers) {
+        if (!client_easy_get(hc, x, method, posts)) {
                 err = AF_ERR_NOMEM;
                 goto out;
         }
+        /* The list's nodes, then the lines they point to, then the body. */
+        x->headers = (struct curl_slist *) (x + 1);
+        char *p = (char *) (x->headers + nh);
+        for (size_t i = 0; i < nh; i++) {
+                const char *line = i ? req->headers[i - 1] : expect;
+                size_t len = strlen(line) + 1;
+                memcpy(p, line, len);
+                x->headers[i].data = p;
+                x->headers[i].next = i + 1 < nh ? &x->headers[i + 1] : NULL;
+                p += len;
+        }
+        char *body = p;
+        if (body_len)
+                memcpy(body, req->body, body_len);
+        body[body_len] = '\0';
 
         CURL *e = x->easy;
+        if (!x->shape.method[0]) {
+                /* A new or reset handle: what stays the same for every request of this shape.
+                 * A method name too long to remember simply resets the handle next time. */
+                curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+                /* URLs are built from templates over task payloads: never let one turn into
+                 * file:// or another protocol. */
+                curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+                curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, xfer_write_cb);
+                curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, xfer_header_cb);
+                curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+                if (hc->no_proxy_env) {
+                        curl_easy_setopt(e, CURLOPT_PROXY, "");
+                        curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+                }
+                if (!strcmp(method, "GET")) {
+                        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+                } else if (!strcmp(method, "HEAD")) {
+                        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+                } else if (strcmp(method, "POST") &&
+                           curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK) {
+                        err = AF_ERR_NOMEM;
+                        goto out;
+                }
+                if (strlen(method) < sizeof(x->shape.method))
+                        strcpy(x->shape.method, method);
+                x->shape.posts = posts;
+        }
         curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
         if (curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK) {
                 err = AF_ERR_NOMEM;
                 goto out;
         }
-        /* URLs are built from templates over task payloads: never let one turn into file://
-         * or another protocol. */
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
         curl_easy_setopt(
                 e, CURLOPT_TIMEOUT_MS,
                 (long) (req->timeout_ms > 0 ? req->timeout_ms : hc->opts.default_timeout_ms));
         curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) x->resp.cap);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, xfer_write_cb);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, xfer_header_cb);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-        curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-
-        if (!strcmp(method, "GET")) {
-                curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-        } else if (!strcmp(method, "HEAD")) {
-                curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-        } else {
-                if (strcmp(method, "POST"))
-                        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-                if (req->body || !strcmp(method, "POST")) {
-                        /* Size first, then COPYPOSTFIELDS copies exactly that many bytes. */
-                        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                                         (curl_off_t) (req->body ? req->body_len : 0));
-                        if (curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS,
-                                             req->body ? req->body : "") != CURLE_OK) {
-                                err = AF_ERR_NOMEM;
-                                goto out;
-                        }
-                }
+        if (posts) {
+                /* Exactly body_len bytes, read in place from x's allocation. */
+                curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+                curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
         }
 
         x->start_ms = af_clock_mono_ms();

@@ -31,6 +31,7 @@
 
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
+#include <hiredis/sds.h>
 #include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@
 #include <string.h>
 
 #include "backoff.h"
+#include "buf.h"
 #include "clock.h"
 #include "log.h"
 
@@ -67,9 +69,13 @@ typedef struct cmd_s {
         bool answered;       /* callback already called (timed out): drop late reply */
         bool retried;        /* NOSCRIPT retry done */
         bool on_live;
-        int argc; /* script commands: argv/argvlen point into this record */
-        const char **argv;
-        size_t *argvlen;
+        /* Script commands: the whole EVALSHA command in RESP, formatted here into this
+         * record (hiredis's sdscatfmt per argument cost more than the rest of sending it)
+         * and kept for the EVAL retry after a NOSCRIPT, which reuses what follows the sha. */
+        char *resp;
+        size_t resp_len;
+        size_t resp_tail; /* offset of the numkeys argument */
+        int argc;
 } cmd_t;
 
 typedef struct {
@@ -146,7 +152,7 @@ static void list_remove(cmd_list_t *l, cmd_t *cmd) {
         cmd->prev = cmd->next = NULL;
 }
 
-/* @returns a zeroed plain record (no inline argv), from the pool when possible; NULL on OOM. */
+/* @returns a zeroed plain record (no inline RESP), from the pool when possible; NULL on OOM. */
 static cmd_t *cmd_new(af_redis_t *r, af_redis_reply_cb_t *cb, void *opaque) {
         cmd_t *cmd = r->pool;
         if (cmd) {
@@ -164,8 +170,8 @@ static cmd_t *cmd_new(af_redis_t *r, af_redis_reply_cb_t *cb, void *opaque) {
 }
 
 static void cmd_free(af_redis_t *r, cmd_t *cmd) {
-        /* Records with inline argv have their own size: only plain ones are pooled. */
-        if (!cmd->argv && r->pool_cnt < AF_REDIS_CMD_POOL_MAX) {
+        /* Records with inline RESP have their own size: only plain ones are pooled. */
+        if (!cmd->resp && r->pool_cnt < AF_REDIS_CMD_POOL_MAX) {
                 cmd->next = r->pool;
                 r->pool = cmd;
                 r->pool_cnt++;
@@ -292,11 +298,38 @@ static af_err_t refused_err(const af_redis_t *r) {
         return AF_ERR_INVALID;
 }
 
-/* Send argv on the current context (any state with a context). @returns false if hiredis
- * refused (context disconnecting); the record is then still the caller's. */
+/* hiredis appends each command to its output buffer, which is empty again after every write
+ * and grows by doubling: a burst of script commands (a poll's worth of lease finishes, each
+ * with its TaskResult) went through a dozen reallocations, each large one making malloc
+ * consolidate its fast bins. The first command of a burst makes room for a burst at once. */
+#define AF_REDIS_OBUF_RESERVE (16 * 1024)
+
+static void obuf_reserve(af_redis_t *r, size_t len) {
+        sds obuf = r->rc->c.obuf;
+        if (obuf && sdsavail(obuf) < len) {
+                sds grown = sdsMakeRoomFor(
+                        obuf, len > AF_REDIS_OBUF_RESERVE ? len : AF_REDIS_OBUF_RESERVE);
+                if (grown) /* else hiredis's own append reports the failure */
+                        r->rc->c.obuf = grown;
+        }
+}
+
+/* Send argv (or cmd's own RESP, when it has it) on the current context (any state with a
+ * context). @returns false if hiredis refused (context disconnecting); the record is then
+ * still the caller's. */
 static bool send_argv(af_redis_t *r, cmd_t *cmd, int argc, const char **argv,
                       const size_t *argvlen) {
-        if (!r->rc || redisAsyncCommandArgv(r->rc, on_reply, cmd, argc, argv, argvlen) != REDIS_OK)
+        int rv;
+
+        if (!r->rc)
+                return false;
+        if (cmd->resp) {
+                obuf_reserve(r, cmd->resp_len);
+                rv = redisAsyncFormattedCommand(r->rc, on_reply, cmd, cmd->resp, cmd->resp_len);
+        } else {
+                rv = redisAsyncCommandArgv(r->rc, on_reply, cmd, argc, argv, argvlen);
+        }
+        if (rv != REDIS_OK)
                 return false;
         live_add(r, cmd);
         return true;
@@ -350,17 +383,67 @@ static void mark_down(af_redis_t *r) {
                 r->state_cb(r, false, r->state_opaque);
 }
 
+/* ---- RESP, written by hand for script commands ------------------------------------------ */
+
+static size_t resp_digits(size_t n) {
+        size_t d = 1;
+        while (n >= 10) {
+                n /= 10;
+                d++;
+        }
+        return d;
+}
+
+static char *resp_uint(char *p, size_t n) {
+        char tmp[AF_I64_STR_SIZE];
+        size_t len = af_i64_to_str(tmp, (int64_t) n); /* lengths and counts: far below 2^63 */
+        memcpy(p, tmp, len);
+        return p + len;
+}
+
+/* Bytes of "$<len>\r\n<bytes>\r\n". */
+static size_t resp_bulk_size(size_t len) {
+        return 1 + resp_digits(len) + 2 + len + 2;
+}
+
+static char *resp_bulk(char *p, const char *s, size_t len) {
+        *p++ = '$';
+        p = resp_uint(p, len);
+        *p++ = '\r';
+        *p++ = '\n';
+        memcpy(p, s, len);
+        p += len;
+        *p++ = '\r';
+        *p++ = '\n';
+        return p;
+}
+
 /* Retry a script once with EVAL after NOSCRIPT. @returns true if it was resent. */
 static bool script_retry(af_redis_t *r, cmd_t *cmd) {
         const script_t *s = &r->scripts[cmd->script];
+        size_t tail = cmd->resp_len - cmd->resp_tail;
+        size_t len = 1 + resp_digits((size_t) cmd->argc) + 2 + resp_bulk_size(4) +
+                     resp_bulk_size(s->len) + tail;
+        char *eval = malloc(len), *p = eval;
+        int rv;
+
         cmd->retried = true;
-        cmd->argv[0] = "EVAL";
-        cmd->argvlen[0] = 4;
-        cmd->argv[1] = s->lua;
-        cmd->argvlen[1] = s->len;
         live_del(r, cmd);
-        if (!r->rc || redisAsyncCommandArgv(r->rc, on_reply, cmd, cmd->argc, cmd->argv,
-                                            cmd->argvlen) != REDIS_OK)
+        if (!eval || !r->rc) {
+                free(eval);
+                return false;
+        }
+        /* EVAL <lua> and the same numkeys, keys and args as the EVALSHA. */
+        *p++ = '*';
+        p = resp_uint(p, (size_t) cmd->argc);
+        *p++ = '\r';
+        *p++ = '\n';
+        p = resp_bulk(p, "EVAL", 4);
+        p = resp_bulk(p, s->lua, s->len);
+        memcpy(p, cmd->resp + cmd->resp_tail, tail);
+        rv = redisAsyncFormattedCommand(r->rc, on_reply, cmd, eval, len);
+        free(eval); /* hiredis copied it into its output buffer */
+        if (rv != REDIS_OK)
                 return false;
         /* Keep the original deadline: the caller's budget does not restart. Its reply was
          * the oldest outstanding (replies are FIFO), so its place is near the head. */
@@ -815,46 +898,43 @@ void af_redis_script_runv(af_redis_t *r, int script, af_redis_reply_cb_t *cb, vo
                 return;
         }
 
-        /* One allocation: record, argv, argvlen, the nkeys digits, then every key and arg
-         * copied, kept for the EVAL retry after a NOSCRIPT. */
+        /* One allocation: the record, then the EVALSHA command in RESP, which copies every
+         * key and argument (the caller's buffers may go away once this returns). */
         int argc = 3 + nkeys + nargs;
-        size_t bytes = 0;
+        char nk[24];
+        size_t nk_len = (size_t) (resp_uint(nk, (size_t) nkeys) - nk);
+        size_t size = 1 + resp_digits((size_t) argc) + 2 + resp_bulk_size(7) + resp_bulk_size(40) +
+                      resp_bulk_size(nk_len);
         for (int i = 0; i < nkeys; i++)
-                bytes += keylens ? keylens[i] : strlen(keys[i]);
+                size += resp_bulk_size(keylens ? keylens[i] : strlen(keys[i]));
         for (int i = 0; i < nargs; i++)
-                bytes += arglens ? arglens[i] : strlen(args[i]);
-        size_t size =
-                sizeof(cmd_t) + (size_t) argc * (sizeof(char *) + sizeof(size_t)) + 16 + bytes;
-        if (!(cmd = calloc(1, size))) {
+                size += resp_bulk_size(arglens ? arglens[i] : strlen(args[i]));
+        if (!(cmd = malloc(sizeof(cmd_t) + size))) {
                 fail_nomem(r, cb, opaque);
                 return;
         }
+        memset(cmd, 0, sizeof(*cmd));
         cmd->r = r;
         cmd->cb = cb;
         cmd->opaque = opaque;
         cmd->script = script;
         cmd->argc = argc;
-        cmd->argv = (const char **) (cmd + 1);
-        cmd->argvlen = (size_t *) (cmd->argv + argc);
-        char *p = (char *) (cmd->argvlen + argc);
-        cmd->argv[0] = "EVALSHA";
-        cmd->argvlen[0] = 7;
-        cmd->argv[1] = r->scripts[script].sha;
-        cmd->argvlen[1] = 40;
-        int n = snprintf(p, 16, "%d", nkeys);
-        cmd->argv[2] = p;
-        cmd->argvlen[2] = (size_t) n;
-        p += 16;
-        for (int i = 0; i < nkeys + nargs; i++) {
-                const char *src = i < nkeys ? keys[i] : args[i - nkeys];
-                const size_t *lens = i < nkeys ? keylens : arglens;
-                size_t len = lens ? lens[i < nkeys ? i : i - nkeys] : strlen(src);
-                memcpy(p, src, len);
-                cmd->argv[3 + i] = p;
-                cmd->argvlen[3 + i] = len;
-                p += len;
-        }
-        send_user(r, cmd, argc, cmd->argv, cmd->argvlen);
+        cmd->resp = (char *) (cmd + 1);
+        char *p = cmd->resp;
+        *p++ = '*';
+        p = resp_uint(p, (size_t) argc);
+        *p++ = '\r';
+        *p++ = '\n';
+        p = resp_bulk(p, "EVALSHA", 7);
+        p = resp_bulk(p, r->scripts[script].sha, 40);
+        cmd->resp_tail = (size_t) (p - cmd->resp);
+        p = resp_bulk(p, nk, nk_len);
+        for (int i = 0; i < nkeys; i++)
+                p = resp_bulk(p, keys[i], keylens ? keylens[i] : strlen(keys[i]));
+        for (int i = 0; i < nargs; i++)
+                p = resp_bulk(p, args[i], arglens ? arglens[i] : strlen(args[i]));
+        cmd->resp_len = (size_t) (p - cmd->resp);
+        send_user(r, cmd, 0, NULL, NULL);
 }
 
 void af_redis_script_run(af_redis_t *r, int script, af_redis_reply_cb_t *cb, void *opaque,

@@ -294,3 +294,22 @@ af_err_t af_template_render(const char *tmpl, af_template_mode_t mode,
 af_err_t af_template_check(const char *tmpl, char *errstr, size_t errstr_size) {
         return tmpl_run(tmpl ? tmpl : "", AF_TEMPLATE_TEXT, NULL, NULL, errstr, errstr_size);
 }
+
+bool af_template_reads(const char *tmpl, const char *root) {
+        size_t n = strlen(root);
+        const char *p = tmpl;
+
+        while (p && (p = strstr(p, "{{"))) {
+                const char *close = strstr(p + 2, "}}");
+                const char *a = p + 2;
+                if (!close)
+                        break; /* never renders: whatever it names is not read */
+                while (a < close && isspace((unsigned char) *a))
+                        a++;
+                if ((size_t) (close - a) >= n && !strncmp(a, root, n) &&
+                    (a[n] == '.' || a[n] == '}' || isspace((unsigned char) a[n])))
+                        return true;
+                p = close + 2;
+        }
+        return false;
+}

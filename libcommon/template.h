@@ -20,6 +20,7 @@
 #ifndef AF_TEMPLATE_H
 #define AF_TEMPLATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -58,5 +59,9 @@ af_err_t af_template_render(const char *tmpl, af_template_mode_t mode,
 /* Check a template's syntax and variable roots without values (config load).
  * @returns AF_OK or AF_ERR_INVALID with errstr. */
 af_err_t af_template_check(const char *tmpl, char *errstr, size_t errstr_size);
+
+/* @returns whether tmpl (NULL: none) names a variable of root ("payload": {{payload}},
+ * {{ payload.a.b }}), so that a caller can skip building what no template reads. */
+bool af_template_reads(const char *tmpl, const char *root);
 
 #endif

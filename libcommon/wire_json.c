@@ -205,6 +205,220 @@ bool af_wire_traceparent_valid(const char *s) {
                strncmp(s + 36, "0000000000000000", 16);
 }
 
+/* ---- af_wire_json_surely_valid: jansson 2.14's grammar (load.c), strict where unsure ---- */
+
+#define WJ_MAX_DEPTH 512 /* jansson stops at 2048 (JSON_PARSER_MAX_DEPTH) */
+
+static bool wj_digit(char c) {
+        return c >= '0' && c <= '9';
+}
+
+static const char *wj_ws(const char *p) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+                p++;
+        return p;
+}
+
+/* The value of 4 hex digits at p, or -1 (stops at the first non-hex, so never past a NUL). */
+static long wj_hex4(const char *p) {
+        long v = 0;
+        for (int i = 0; i < 4; i++) {
+                char c = p[i];
+                int d = wj_digit(c)              ? c - '0'
+                        : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                        : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                                 : -1;
+                if (d < 0)
+                        return -1;
+                v = v * 16 + d;
+        }
+        return v;
+}
+
+/* Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, at
+ * most U+10FFFF, as jansson's utf8_check_full) of 2-4 bytes at p, or 0. */
+static size_t wj_utf8(const unsigned char *p) {
+        unsigned char c = p[0], lo = 0x80, hi = 0xBF;
+        size_t n;
+
+        if (c >= 0xC2 && c <= 0xDF)
+                n = 2;
+        else if (c >= 0xE0 && c <= 0xEF)
+                n = 3;
+        else if (c >= 0xF0 && c <= 0xF4)
+                n = 4;
+        else
+                return 0;
+        if (c == 0xE0)
+                lo = 0xA0; /* overlong */
+        else if (c == 0xED)
+                hi = 0x9F; /* U+D800..U+DFFF */
+        else if (c == 0xF0)
+                lo = 0x90; /* overlong */
+        else if (c == 0xF4)
+                hi = 0x8F; /* past U+10FFFF */
+        if (p[1] < lo || p[1] > hi)
+                return 0;
+        for (size_t i = 2; i < n; i++)
+                if (p[i] < 0x80 || p[i] > 0xBF)
+                        return 0;
+        return n;
+}
+
+/* A string's content after its opening quote. @returns what follows the closing quote, or
+ * NULL. A \u0000 (jansson refuses NUL in keys and, without JSON_ALLOW_NUL, in values) or any
+ * surrogate escape is "not sure", which keeps the pairing rules with jansson. */
+static const char *wj_string(const char *p) {
+        /* Bytes that stand for themselves in a string: printable ASCII but '"' and '\\'. */
+        static const unsigned char plain[256] = {
+                [0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7f] = 1};
+        for (;;) {
+                while (plain[(unsigned char) *p])
+                        p++;
+                unsigned char c = (unsigned char) *p;
+                if (c == '"')
+                        return p + 1;
+                if (c < 0x20)
+                        return NULL; /* control character, or the end of the text */
+                if (c == '\\') {
+                        c = (unsigned char) p[1];
+                        if (c == 'u') {
+                                long v = wj_hex4(p + 2);
+                                if (v <= 0 || (v >= 0xD800 && v <= 0xDFFF))
+                                        return NULL;
+                                p += 6;
+                        } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' ||
+                                   c == 'n' || c == 'r' || c == 't') {
+                                p += 2;
+                        } else {
+                                return NULL;
+                        }
+                } else {
+                        size_t n = wj_utf8((const unsigned char *) p);
+                        if (!n)
+                                return NULL;
+                        p += n;
+                }
+        }
+}
+
+/* A number. @returns what follows it, or NULL. Integers must fit jansson's int64 (18 digits
+ * surely do) and reals must not overflow a double (an integer part and a positive exponent
+ * that add up to at most 308 digits, below 1e308, surely do not). */
+static const char *wj_number(const char *p) {
+        int int_digits = 0, exp = 0, exp_digits = 0;
+        bool real = false, exp_neg = false;
+
+        if (*p == '-')
+                p++;
+        if (*p == '0') {
+                p++;
+                int_digits = 1;
+                if (wj_digit(*p))
+                        return NULL; /* leading zero */
+        } else if (wj_digit(*p)) {
+                while (wj_digit(*p)) {
+                        p++;
+                        int_digits++;
+                }
+        } else {
+                return NULL;
+        }
+        if (*p == '.') {
+                p++;
+                if (!wj_digit(*p))
+                        return NULL;
+                while (wj_digit(*p))
+                        p++;
+                real = true;
+        }
+        if (*p == 'e' || *p == 'E') {
+                p++;
+                if (*p == '+' || *p == '-')
+                        exp_neg = *p++ == '-';
+                if (!wj_digit(*p))
+                        return NULL;
+                while (wj_digit(*p)) {
+                        if (++exp_digits > 4)
+                                return NULL;
+                        exp = exp * 10 + (*p++ - '0');
+                }
+                real = true;
+        }
+        if (real ? int_digits + (exp_neg ? 0 : exp) > 308 : int_digits > 18)
+                return NULL;
+        return p;
+}
+
+bool af_wire_json_surely_valid(const char *text) {
+        char open[WJ_MAX_DEPTH]; /* '{' or '[' of each container we are in */
+        int depth = 0;
+        const char *p = text;
+
+        if (!p)
+                return false;
+        p = wj_ws(p);
+        for (;;) {
+                /* p is at a value. */
+                switch (*p) {
+                case '{':
+                case '[':
+                        if (depth == WJ_MAX_DEPTH)
+                                return false;
+                        open[depth++] = *p;
+                        p = wj_ws(p + 1);
+                        if (*p == (open[depth - 1] == '{' ? '}' : ']')) {
+                                depth--;
+                                p++;
+                                break;
+                        }
+                        if (open[depth - 1] == '{')
+                                goto member;
+                        continue;
+                case '"':
+                        p = wj_string(p + 1);
+                        break;
+                case 't':
+                        p = strncmp(p, "true", 4) ? NULL : p + 4;
+                        break;
+                case 'f':
+                        p = strncmp(p, "false", 5) ? NULL : p + 5;
+                        break;
+                case 'n':
+                        p = strncmp(p, "null", 4) ? NULL : p + 4;
+                        break;
+                default:
+                        p = (*p == '-' || wj_digit(*p)) ? wj_number(p) : NULL;
+                        break;
+                }
+                /* After a value: a separator, the end of containers, or the end of text. */
+                for (;;) {
+                        if (!p)
+                                return false;
+                        p = wj_ws(p);
+                        if (depth == 0)
+                                return *p == '\0';
+                        if (*p != (open[depth - 1] == '{' ? '}' : ']'))
+                                break;
+                        depth--;
+                        p++;
+                }
+                if (*p != ',')
+                        return false;
+                p = wj_ws(p + 1);
+                if (open[depth - 1] == '[')
+                        continue;
+        member:
+                /* p is at an object member: "key" : value */
+                if (*p != '"' || !(p = wj_string(p + 1)))
+                        return false;
+                p = wj_ws(p);
+                if (*p != ':')
+                        return false;
+                p = wj_ws(p + 1);
+        }
+}
+
 static af_err_t check_len(const char *name, const char *s, char *errstr, size_t errstr_size) {
         if (s && strlen(s) > AF_WIRE_KEY_MAX)
                 return af_errstr(AF_ERR_INVALID, errstr, errstr_size,

@@ -67,6 +67,14 @@ af_err_t af_wire_taskrequest_check(const Agentfleet__V1__TaskRequest *req, size_
 /* @returns whether s is a W3C traceparent of version 00 with non-zero ids. */
 bool af_wire_traceparent_valid(const char *s);
 
+/* @returns true when text (a C string, such as Task.payload) is certainly one JSON value that
+ * json_loads(text, JSON_DECODE_ANY, ...) accepts, checked without building it: no allocation
+ * and a few instructions a byte, where jansson's tree costs about a hundred and many mallocs.
+ * false means "not sure": parse it to know and to get jansson's error. Besides every invalid
+ * text, a few that jansson accepts answer false: an integer of 19 digits or more, a real
+ * of 1e308 or more, nesting deeper than 512, a \u escape of NUL or of a surrogate. */
+bool af_wire_json_surely_valid(const char *text);
+
 /* ---- messages to JSON (new references; NULL only on OOM) ---------------------------------
  * JSON text fields (payload, output, details) are embedded as JSON values when they parse,
  * as strings otherwise. Enums become lower-case names ("queued", "api", "principal"). */

@@ -164,6 +164,55 @@ static af_err_t emit_send(af_worker_t *w, const char *topic, const char *key, co
         return err;
 }
 
+/* ---- audit details ------------------------------------------------------------------------ */
+
+static void details_put(af_details_t *d, const char *s, size_t n) {
+        size_t room = sizeof(d->buf) - 1 - d->len;
+        if (n > room)
+                n = room;
+        memcpy(d->buf + d->len, s, n);
+        d->len += n;
+        d->buf[d->len] = '\0';
+}
+
+/* The separator and "key": of the next member. */
+static void details_key(af_details_t *d, const char *key) {
+        if (d->len > 1)
+                details_put(d, ",", 1);
+        details_put(d, "\"", 1);
+        details_put(d, key, strlen(key));
+        details_put(d, "\":", 2);
+}
+
+void af_details_begin(af_details_t *d) {
+        d->len = 0;
+        details_put(d, "{", 1);
+}
+
+void af_details_str(af_details_t *d, const char *key, const char *value) {
+        details_key(d, key);
+        details_put(d, "\"", 1);
+        details_put(d, value, strlen(value));
+        details_put(d, "\"", 1);
+}
+
+void af_details_i64(af_details_t *d, const char *key, int64_t value) {
+        char tmp[AF_I64_STR_SIZE];
+        size_t n = af_i64_to_str(tmp, value);
+        details_key(d, key);
+        details_put(d, tmp, n);
+}
+
+void af_details_bool(af_details_t *d, const char *key, bool value) {
+        details_key(d, key);
+        details_put(d, value ? "true" : "false", value ? 4 : 5);
+}
+
+const char *af_details_end(af_details_t *d) {
+        details_put(d, "}", 1);
+        return d->buf;
+}
+
 /* ---- results and audit ------------------------------------------------------------------- */
 
 void af_emit_audit(af_wtask_t *t, const char *action, const char *decision, const char *reason,
@@ -210,7 +259,8 @@ void af_emit_result(af_wtask_t *t) {
         af_worker_t *w = t->w;
         Agentfleet__V1__TaskStatus st = t->status;
         const char *status;
-        char details[256];
+        af_details_t details;
+        int64_t run_ms;
         af_err_t err;
 
         if (t->reemit) {
@@ -244,20 +294,21 @@ void af_emit_result(af_wtask_t *t) {
                 status = "failed";
                 break;
         }
-        af_observe_result(t, t->reemit ? "reemitted" : status,
-                          t->started_mono_ms ? af_clock_mono_ms() - t->started_mono_ms : 0);
-        snprintf(details, sizeof(details),
-                 "{\"status\":\"%s\",\"reemitted\":%s,\"fence\":%" PRId64 ",\"run_ms\":%" PRId64
-                 ",\"prompt_tokens\":%" PRId64 ",\"completion_tokens\":%" PRId64
-                 ",\"cost_micros\":%" PRId64 "}",
-                 emit_status_name(st), t->reemit ? "true" : "false", t->lease.fence,
-                 t->started_mono_ms ? af_clock_mono_ms() - t->started_mono_ms : 0, t->prompt_tokens,
-                 t->completion_tokens, t->cost_micros);
+        run_ms = t->started_mono_ms ? af_clock_mono_ms() - t->started_mono_ms : 0;
+        af_observe_result(t, t->reemit ? "reemitted" : status, run_ms);
+        af_details_begin(&details);
+        af_details_str(&details, "status", emit_status_name(st));
+        af_details_bool(&details, "reemitted", t->reemit);
+        af_details_i64(&details, "fence", t->lease.fence);
+        af_details_i64(&details, "run_ms", run_ms);
+        af_details_i64(&details, "prompt_tokens", t->prompt_tokens);
+        af_details_i64(&details, "completion_tokens", t->completion_tokens);
+        af_details_i64(&details, "cost_micros", t->cost_micros);
         af_emit_audit(t, "task.result",
                       st == AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED ? "ok" : "error",
                       t->reemit ? "result re-emitted from the done record"
                                 : (t->error.err ? t->error.msg : NULL),
-                      details);
+                      af_details_end(&details));
 }
 
 /* ---- lifecycle events -------------------------------------------------------------------- */

@@ -14,6 +14,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "wire_json.h"
 #include "worker.h"
 
 void af_execute_vars(af_wtask_t *t, const json_t *args, af_template_vars_t *vars) {
@@ -94,8 +95,16 @@ static const char *execute_idem_key(af_wtask_t *t) {
         return k && *k ? k : t->task->id;
 }
 
+/* @returns whether t's handler reads the payload as JSON (a template names it, or an agent
+ * runs), rather than only sending its text on. */
+static bool execute_reads_payload(af_wtask_t *t, const af_integration_t *in) {
+        return t->type->kind != AF_HANDLER_INTEGRATION || !in ||
+               af_wcat_int(t->wcat, in)->reads_payload;
+}
+
 void af_execute_start(af_wtask_t *t) {
         const af_catalog_t *cat = t->wcat->cat;
+        const af_integration_t *in = NULL;
         af_error_t e;
         json_error_t jerr;
 
@@ -115,7 +124,14 @@ void af_execute_start(af_wtask_t *t) {
                 af_execute_fail(t, &e, "unknown_task_type");
                 goto done;
         }
-        if (!t->payload) {
+        if (t->type->kind == AF_HANDLER_INTEGRATION)
+                in = af_catalog_integration(cat, t->type->target);
+        /* A payload is always checked to be JSON, but its tree is built only for a handler
+         * that reads it: most integrations send the text on as it is. The quick check is
+         * sure of every ordinary payload; one it is unsure of is parsed, so a bad one fails
+         * exactly as before, with jansson's message. */
+        if (!t->payload &&
+            (execute_reads_payload(t, in) || !af_wire_json_surely_valid(t->task->payload))) {
                 t->payload = json_loads(t->task->payload, JSON_DECODE_ANY, &jerr);
                 if (!t->payload) {
                         af_error_set_retriable(&e, AF_ERR_INVALID, false,
@@ -144,7 +160,6 @@ void af_execute_start(af_wtask_t *t) {
         if (t->budget_ms > 0)
                 af_lease_stage_later(t, t->budget_ms);
         if (t->type->kind == AF_HANDLER_INTEGRATION) {
-                const af_integration_t *in = af_catalog_integration(cat, t->type->target);
                 if (!in) {
                         af_error_set_retriable(&e, AF_ERR_CONFIG, false,
                                                "task type %s: integration \"%s\" not found",

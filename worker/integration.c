@@ -78,18 +78,19 @@ static json_t *integration_output(const af_http_response_t *resp) {
 
 static void integration_audit(af_wtask_t *t, const af_http_response_t *resp,
                               const af_error_t *err) {
-        char details[512];
+        af_details_t details;
         const af_integration_t *in = t->integration;
-        int64_t ms = af_clock_mono_ms() - t->call_mono_ms;
 
-        snprintf(details, sizeof(details),
-                 "{\"kind\":\"%s\",\"target\":\"%s\",\"method\":\"%s\",\"status\":%d,"
-                 "\"ms\":%" PRId64 ",\"fence\":%" PRId64 ",\"error\":\"%s\"}",
-                 t->integration_is_tool ? "tool" : "integration", in->name,
-                 in->method ? in->method : "POST", resp ? resp->status : 0, ms, t->lease.fence,
-                 err && err->err ? af_err2code(err->err) : "");
+        af_details_begin(&details);
+        af_details_str(&details, "kind", t->integration_is_tool ? "tool" : "integration");
+        af_details_str(&details, "target", in->name);
+        af_details_str(&details, "method", in->method ? in->method : "POST");
+        af_details_i64(&details, "status", resp ? resp->status : 0);
+        af_details_i64(&details, "ms", af_clock_mono_ms() - t->call_mono_ms);
+        af_details_i64(&details, "fence", t->lease.fence);
+        af_details_str(&details, "error", err && err->err ? af_err2code(err->err) : "");
         af_emit_audit(t, "handler.call", err && err->err ? "error" : "ok",
-                      err && err->err ? err->msg : NULL, details);
+                      err && err->err ? err->msg : NULL, af_details_end(&details));
 }
 
 static void integration_on_response(const af_http_response_t *resp, const af_error_t *err,
@@ -129,14 +130,37 @@ static void integration_on_response(const af_http_response_t *resp, const af_err
         cb(t, out, NULL);
 }
 
+void af_integration_prepare(const af_integration_t *in, af_wint_t *wi) {
+        wi->reads_payload =
+                af_template_reads(in->url, "payload") || af_template_reads(in->body, "payload");
+        for (size_t i = 0; i < in->header_cnt && !wi->reads_payload; i++)
+                wi->reads_payload = af_template_reads(in->headers[i].value, "payload");
+        /* Rendering a url that names no variable only copies it, within the same cap. */
+        wi->url_static =
+                in->url && !strstr(in->url, "{{") && strlen(in->url) <= INTEGRATION_URL_MAX;
+}
+
+/* Append the header line "name: value" and its NUL to lines. */
+static af_err_t integration_line(af_buf_t *lines, const char *name, const char *value) {
+        af_err_t err = af_buf_puts(lines, name);
+        if (!err)
+                err = af_buf_append(lines, ": ", 2);
+        if (!err)
+                err = af_buf_puts(lines, value);
+        if (!err)
+                err = af_buf_append(lines, "", 1);
+        return err;
+}
+
 void af_integration_call(af_wtask_t *t, const af_integration_t *in, const json_t *args,
                          const char *idem_key, af_integration_done_cb_t *cb) {
         af_worker_t *w = t->w;
+        const af_wint_t *wi = af_wcat_int(t->wcat, in);
         af_template_vars_t vars;
-        af_buf_t url, body, hbuf;
-        const char **headers = NULL;
-        char **owned = NULL;
-        size_t nh = 0, nowned = 0;
+        af_buf_t url, body, hbuf, lines;
+        const char *stack_headers[16];
+        const char **headers = stack_headers;
+        size_t nh = 0, nh_max = INTEGRATION_FIXED_HEADERS + in->header_cnt + 1;
         char errstr[512];
         char *dumped = NULL;
         const char *body_ptr = NULL;
@@ -149,6 +173,9 @@ void af_integration_call(af_wtask_t *t, const af_integration_t *in, const json_t
         af_buf_init(&url, INTEGRATION_URL_MAX);
         af_buf_init(&body, (size_t) w->max_response);
         af_buf_init(&hbuf, INTEGRATION_HEADER_MAX);
+        /* Every header line, each "Name: value" and a NUL, in one buffer: one allocation,
+         * wiped at the end since a rendered value may hold a resolved secret. */
+        af_buf_init(&lines, nh_max * (INTEGRATION_HEADER_MAX + 256));
         t->integration = in;
         t->integration_is_tool = args != NULL;
         t->integration_cb = cb;
@@ -156,10 +183,13 @@ void af_integration_call(af_wtask_t *t, const af_integration_t *in, const json_t
         af_error_clear(&e);
         af_execute_vars(t, args, &vars);
 
-        err = af_template_render(in->url, AF_TEMPLATE_URL, &vars, &url, errstr, sizeof(errstr));
-        if (err) {
-                af_error_set_retriable(&e, err, false, "%s url: %s", in->name, errstr);
-                goto fail;
+        if (!wi->url_static) {
+                err = af_template_render(in->url, AF_TEMPLATE_URL, &vars, &url, errstr,
+                                         sizeof(errstr));
+                if (err) {
+                        af_error_set_retriable(&e, err, false, "%s url: %s", in->name, errstr);
+                        goto fail;
+                }
         }
         if (in->body && *in->body) {
                 err = af_template_render(in->body, AF_TEMPLATE_JSON, &vars, &body, errstr,
@@ -180,31 +210,30 @@ void af_integration_call(af_wtask_t *t, const af_integration_t *in, const json_t
                 body_len = strlen(t->task->payload);
         }
 
-        headers = calloc(INTEGRATION_FIXED_HEADERS + in->header_cnt + 1, sizeof(*headers));
-        owned = calloc(INTEGRATION_FIXED_HEADERS + in->header_cnt + 1, sizeof(*owned));
-        if (!headers || !owned) {
+        if (nh_max > sizeof(stack_headers) / sizeof(stack_headers[0]) &&
+            !(headers = calloc(nh_max, sizeof(*headers)))) {
                 af_error_set(&e, AF_ERR_NOMEM, "out of memory for headers");
                 goto fail;
         }
-#define OWN(expr)                                                                                  \
-        do {                                                                                       \
-                char *h_ = NULL;                                                                   \
-                if (asprintf expr < 0 || !h_) {                                                    \
-                        af_error_set(&e, AF_ERR_NOMEM, "out of memory for headers");               \
-                        goto fail;                                                                 \
-                }                                                                                  \
-                owned[nowned++] = h_;                                                              \
-                headers[nh++] = h_;                                                                \
-        } while (0)
-        if (body_ptr)
-                headers[nh++] = "Content-Type: application/json";
-        headers[nh++] = "Accept: application/json";
-        OWN((&h_, "Idempotency-Key: %s", idem_key));
-        OWN((&h_, "X-Agentfleet-Fence: %" PRId64, t->lease.fence));
-        OWN((&h_, "X-Agentfleet-Task: %s", t->task->id));
-        if (t->task->traceparent && *t->task->traceparent)
-                OWN((&h_, "traceparent: %s", t->task->traceparent));
-        for (size_t i = 0; i < in->header_cnt; i++) {
+        /* The fixed lines are about 250 bytes: one allocation for all of them. */
+        err = af_buf_reserve(&lines, 512);
+        if (!err && body_ptr)
+                err = integration_line(&lines, "Content-Type", "application/json");
+        if (!err)
+                err = integration_line(&lines, "Accept", "application/json");
+        if (!err)
+                err = integration_line(&lines, "Idempotency-Key", idem_key);
+        if (!err)
+                err = af_buf_puts(&lines, "X-Agentfleet-Fence: ");
+        if (!err)
+                err = af_buf_append_i64(&lines, t->lease.fence);
+        if (!err)
+                err = af_buf_append(&lines, "", 1);
+        if (!err)
+                err = integration_line(&lines, "X-Agentfleet-Task", t->task->id);
+        if (!err && t->task->traceparent && *t->task->traceparent)
+                err = integration_line(&lines, "traceparent", t->task->traceparent);
+        for (size_t i = 0; i < in->header_cnt && !err; i++) {
                 af_buf_reset(&hbuf);
                 err = af_template_render(in->headers[i].value, AF_TEMPLATE_HEADER, &vars, &hbuf,
                                          errstr, sizeof(errstr));
@@ -214,14 +243,19 @@ void af_integration_call(af_wtask_t *t, const af_integration_t *in, const json_t
                                                in->headers[i].name, errstr);
                         goto fail;
                 }
-                OWN((&h_, "%s: %s", in->headers[i].name, af_buf_str(&hbuf)));
+                err = integration_line(&lines, in->headers[i].name, af_buf_str(&hbuf));
         }
-#undef OWN
+        if (err) {
+                af_error_set(&e, AF_ERR_NOMEM, "out of memory for headers");
+                goto fail;
+        }
+        for (size_t off = 0; off < lines.len; off += strlen(lines.data + off) + 1)
+                headers[nh++] = lines.data + off;
         headers[nh] = NULL;
 
         memset(&req, 0, sizeof(req));
         req.method = method;
-        req.url = af_buf_str(&url);
+        req.url = wi->url_static ? in->url : af_buf_str(&url);
         req.headers = headers;
         req.body = body_ptr;
         req.body_len = body_len;
@@ -240,15 +274,16 @@ fail:
         integration_audit(t, NULL, &e);
         cb(t, NULL, &e);
 out:
-        for (size_t i = 0; i < nowned; i++) {
-                /* Header lines may hold resolved secrets: wipe before freeing. */
-                memset(owned[i], 0, strlen(owned[i]));
-                free(owned[i]);
-        }
-        free(owned);
-        free(headers);
+        /* Header lines may hold resolved secrets: wipe before freeing. */
+        if (lines.data)
+                memset(lines.data, 0, lines.len);
+        if (hbuf.data)
+                memset(hbuf.data, 0, hbuf.len);
+        if (headers != stack_headers)
+                free(headers);
         free(dumped);
         af_buf_free(&url);
         af_buf_free(&body);
         af_buf_free(&hbuf);
+        af_buf_free(&lines);
 }

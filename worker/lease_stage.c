@@ -182,7 +182,7 @@ static void lease_on_acquire(af_lease_t *lease, af_lease_status_t st, const char
                              size_t data_len, const af_error_t *err, void *opaque) {
         af_wtask_t *t = opaque;
         af_worker_t *w = t->w;
-        char details[256];
+        af_details_t details;
 
         if (t->w->stopped)
                 return; /* forced stop: main frees what is left */
@@ -215,12 +215,13 @@ static void lease_on_acquire(af_lease_t *lease, af_lease_status_t st, const char
                 t->state = AF_WTASK_RUNNING;
                 t->started_wall_ms = af_clock_wall_ms();
                 t->started_mono_ms = af_clock_mono_ms();
-                snprintf(details, sizeof(details),
-                         "{\"fence\":%" PRId64 ",\"ttl_ms\":%" PRId64 ",\"topic\":\"%s\","
-                         "\"partition\":%d,\"offset\":%" PRId64 "}",
-                         t->lease.fence, t->lease.ttl_ms, w->topics[t->topic_idx],
-                         (int) t->partition, t->offset);
-                af_emit_audit(t, "lease.acquired", "ok", NULL, details);
+                af_details_begin(&details);
+                af_details_i64(&details, "fence", t->lease.fence);
+                af_details_i64(&details, "ttl_ms", t->lease.ttl_ms);
+                af_details_str(&details, "topic", w->topics[t->topic_idx]);
+                af_details_i64(&details, "partition", t->partition);
+                af_details_i64(&details, "offset", t->offset);
+                af_emit_audit(t, "lease.acquired", "ok", NULL, af_details_end(&details));
                 /* The RUNNING record waits worker.running_after: most tasks of a busy fleet
                  * end sooner, and their final record says all a RUNNING one would. */
                 t->running_sent = w->running_after_ms <= 0;
@@ -350,8 +351,8 @@ static void lease_on_finish(af_lease_t *lease, af_lease_status_t st, const char 
 static void lease_finish(af_wtask_t *t) {
         t->state = AF_WTASK_FINISHING;
         t->redis_busy = true;
-        af_lease_finish(t->w->redis, &t->lease, t->result, t->result_len,
-                        af_config_int(t->w->conf, "worker.done_ttl"), lease_on_finish, t);
+        af_lease_finish(t->w->redis, &t->lease, t->result, t->result_len, t->w->done_ttl_ms,
+                        lease_on_finish, t);
 }
 
 /* ---- release (drain hand-back) ----------------------------------------------------------- */

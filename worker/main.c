@@ -32,6 +32,7 @@ void af_worker_catalog_unref(af_wcat_t *wc) {
         if (!wc || --wc->refs > 0)
                 return;
         af_catalog_destroy(wc->cat);
+        free(wc->ints);
         free(wc);
 }
 
@@ -42,13 +43,19 @@ static af_wcat_t *worker_catalog_load(const char *path, char *errstr, size_t err
         if (!cat)
                 goto out;
         wc = calloc(1, sizeof(*wc));
-        if (!wc) {
+        if (wc)
+                wc->ints = calloc(cat->integration_cnt + 1, sizeof(*wc->ints));
+        if (!wc || !wc->ints) {
+                free(wc);
+                wc = NULL;
                 af_catalog_destroy(cat);
                 af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
                 goto out;
         }
         wc->cat = cat;
         wc->refs = 1;
+        for (size_t i = 0; i < cat->integration_cnt; i++)
+                af_integration_prepare(&cat->integrations[i], &wc->ints[i]);
 out:
         return wc;
 }
@@ -220,6 +227,7 @@ static int worker_setup(af_worker_t *w, char *errstr, size_t errstr_size) {
         w->lease_ttl_ms = af_config_int(w->conf, "worker.lease_ttl");
         w->lease_renew_ms = af_config_int(w->conf, "worker.lease_renew");
         w->running_after_ms = af_config_int(w->conf, "worker.running_after");
+        w->done_ttl_ms = af_config_int(w->conf, "worker.done_ttl");
         w->drain_timeout_ms = af_config_int(w->conf, "worker.drain_timeout");
         w->http_timeout_ms = af_config_int(w->conf, "worker.http_timeout");
         w->max_response = af_config_int(w->conf, "worker.max_response");

@@ -47,11 +47,19 @@ typedef struct af_worker_s af_worker_t;
 typedef struct af_wtask_s af_wtask_t;
 typedef struct af_agent_run_s af_agent_run_t;
 
+/* What every call of one integration shares, worked out once when the catalog is loaded
+ * (af_integration_prepare) rather than on each call. */
+typedef struct af_wint_s {
+        bool reads_payload; /* a url, body or header template names {{payload...}} */
+        bool url_static;    /* the url names no variable: sent as it is, never rendered */
+} af_wint_t;
+
 /* A loaded catalog shared by the tasks that started under it; a SIGHUP reload swaps in a
  * new one while running tasks finish under the one they started with. */
 typedef struct af_wcat_s {
         af_catalog_t *cat;
-        int refs; /* the worker's own reference + one per task */
+        af_wint_t *ints; /* ints[i] belongs to cat->integrations[i] */
+        int refs;        /* the worker's own reference + one per task */
 } af_wcat_t;
 
 typedef enum {
@@ -159,6 +167,7 @@ struct af_worker_s {
         int64_t lease_ttl_ms;
         int64_t lease_renew_ms;
         int64_t running_after_ms; /* worker.running_after */
+        int64_t done_ttl_ms;      /* worker.done_ttl */
         int64_t drain_timeout_ms;
         int64_t http_timeout_ms;
         int64_t max_response;
@@ -224,6 +233,12 @@ typedef void(af_integration_done_cb_t)(af_wtask_t *t, json_t *output, const af_e
  * idem_key: Idempotency-Key header value. Returns at once; cb is called later, once. */
 void af_integration_call(af_wtask_t *t, const af_integration_t *in, const json_t *args,
                          const char *idem_key, af_integration_done_cb_t *cb);
+/* Fill wi with what every call of in shares (at catalog load). */
+void af_integration_prepare(const af_integration_t *in, af_wint_t *wi);
+/* @returns the prepared af_wint_t of in, an integration of wc's catalog. */
+static inline const af_wint_t *af_wcat_int(const af_wcat_t *wc, const af_integration_t *in) {
+        return &wc->ints[in - wc->cat->integrations];
+}
 /* Classify an HTTP response status into err (AF_OK for 2xx). what: "crm_update". */
 void af_integration_classify(const af_http_response_t *resp, const char *what, af_error_t *err);
 
@@ -242,6 +257,20 @@ void af_emit_running(af_wtask_t *t);
 /* An audit event about t (details: JSON text or NULL), counted in t's pending acks. */
 void af_emit_audit(af_wtask_t *t, const char *action, const char *decision, const char *reason,
                    const char *details);
+/* The details of an audit event: a flat JSON object built in place, without printf (three
+ * per task). Values given as text are written as they are, between quotes for _str: names
+ * from the config and static words, never outside input. Past the buffer it is cut short,
+ * as snprintf would. */
+typedef struct af_details_s {
+        char buf[512];
+        size_t len; /* bytes written, excluding the NUL */
+} af_details_t;
+void af_details_begin(af_details_t *d);
+void af_details_str(af_details_t *d, const char *key, const char *value);
+void af_details_i64(af_details_t *d, const char *key, int64_t value);
+void af_details_bool(af_details_t *d, const char *key, bool value);
+/* @returns the JSON text (in d). */
+const char *af_details_end(af_details_t *d);
 void af_emit_lifecycle(af_worker_t *w, Agentfleet__V1__LifecycleKind kind, const char *task_id,
                        const char *endpoint, const char *detail);
 /* Dead-letter a message that is not a valid Task; the offset counts as done on ack. */

@@ -49,6 +49,11 @@
 #define TRACEPARENT "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 #define MAX_REQS    64
 #define MAX_ITEMS   256
+#define ECHO_PAYLOAD                                                                               \
+        "{ \"claim_id\" : \"C-12\", \"note\": \"caf\\u00e9 \\\"q\\\" \xe2\x82\xac\", "             \
+        "\"n\": [1.5, -2e3, true, null, {}] }"
+#define BAD_ECHO_PAYLOAD "{\"claim_id\":\"C-13\",}"
+#define BAD_CRM_PAYLOAD  "{\"claim_id\": C-14}"
 
 /* ---- what the stub saw ------------------------------------------------------------------- */
 
@@ -98,6 +103,7 @@ static struct {
         char id_ok[27], id_503[27], id_404[27], id_agent[27];
         char id_precancel[27], id_held[27], id_cancel_run[27], id_handback[27];
         char id_timeout[27], id_past_deadline[27], id_odd[27];
+        char id_echo[27], id_bad_echo[27], id_bad_crm[27];
         int metrics_port;
         char *metrics; /* /metrics text scraped before SIGTERM */
         int64_t handback_offset;
@@ -141,6 +147,11 @@ static void stub_crm(af_http_req_t *req, void *opaque) {
 static void stub_rules(af_http_req_t *req, void *opaque) {
         stub_record(req);
         af_http_reply_json(req, 200, json_pack("{s:b, s:[]}", "passed", 1, "violations"));
+}
+
+static void stub_echo(af_http_req_t *req, void *opaque) {
+        stub_record(req);
+        af_http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
 }
 
 static void stub_fail(af_http_req_t *req, void *opaque) {
@@ -299,11 +310,15 @@ static int final_index(const char *task_id, int nth) {
         return -1;
 }
 
-static bool has_audit(const char *task_id, const char *action) {
+static const Agentfleet__V1__AuditEvent *find_audit(const char *task_id, const char *action) {
         for (int i = 0; i < R.naudits; i++)
                 if (!strcmp(R.audits[i]->task_id, task_id) && !strcmp(R.audits[i]->action, action))
-                        return true;
-        return false;
+                        return R.audits[i];
+        return NULL;
+}
+
+static bool has_audit(const char *task_id, const char *action) {
+        return find_audit(task_id, action) != NULL;
 }
 
 /* ---- loop helpers ------------------------------------------------------------------------ */
@@ -325,7 +340,9 @@ static bool phase1_done(void) {
                finals(R.id_past_deadline, f, 4) >= 1 && finals(R.id_precancel, f, 4) >= 1 &&
                finals(R.id_held, f, 4) >= 1 && finals(R.id_ok, f, 4) >= 1 &&
                finals(R.id_503, f, 4) >= 1 && finals(R.id_404, f, 4) >= 1 &&
-               finals(R.id_agent, f, 4) >= 1 && R.ndlqs >= 1 && has_audit(R.id_ok, "task.result") &&
+               finals(R.id_agent, f, 4) >= 1 && finals(R.id_echo, f, 4) >= 1 &&
+               finals(R.id_bad_echo, f, 4) >= 1 && finals(R.id_bad_crm, f, 4) >= 1 &&
+               R.ndlqs >= 1 && has_audit(R.id_ok, "task.result") &&
                has_audit(R.id_503, "task.result") && has_audit(R.id_404, "task.result") &&
                has_audit(R.id_agent, "task.result");
 }
@@ -472,6 +489,7 @@ static void write_config(int stub_port) {
                 "    headers: {X-Test: \"{{task.tenant}}\"}\n"
                 "    parameters: {type: object, properties: {claim_id: {type: string}}}\n"
                 "  rules_check:\n    method: POST\n    url: \"http://127.0.0.1:%d/rules/check\"\n"
+                "  echo:\n    method: POST\n    url: \"http://127.0.0.1:%d/echo\"\n"
                 "  flaky:\n    method: POST\n    url: \"http://127.0.0.1:%d/fail/503\"\n"
                 "  refusing:\n    method: POST\n    url: \"http://127.0.0.1:%d/fail/404\"\n"
                 "  slow:\n    method: POST\n    url: \"http://127.0.0.1:%d/slow/20000\"\n"
@@ -492,10 +510,11 @@ static void write_config(int stub_port) {
                 "  refused.call: {integration: refusing, lane: default}\n"
                 "  slow.call: {integration: slow, lane: default}\n"
                 "  slow.bounded: {integration: slow, lane: default, timeout: 1s}\n"
-                "  claim.triage: {agent: tester, lane: default}\n",
+                "  claim.triage: {agent: tester, lane: default}\n"
+                "  echo.call: {integration: echo, lane: default}\n",
                 R.prefix, R.bootstrap, R.redis_port, AUDIT_KEY, R.worker_id, R.group,
                 R.metrics_port, stub_port, stub_port, stub_port, stub_port, stub_port, stub_port,
-                stub_port);
+                stub_port, stub_port);
         fclose(f);
 }
 
@@ -565,6 +584,7 @@ static int group_setup(void **state) {
         af_http_server_route(R.stub, "POST", "/fail/{code}", false, stub_fail, NULL);
         af_http_server_route(R.stub, "POST", "/v1/chat/completions", false, stub_chat, NULL);
         af_http_server_route(R.stub, "POST", "/slow/{ms}", false, stub_slow, NULL);
+        af_http_server_route(R.stub, "POST", "/echo", false, stub_echo, NULL);
         af_http_server_route(R.stub, "POST", "/odd/v1/chat/completions", false, stub_odd_chat,
                              NULL);
         R.metrics_port = free_port();
@@ -627,6 +647,12 @@ static int group_setup(void **state) {
         produce_task(R.id_503, "flaky.call", "{\"claim_id\":\"C-2\"}", NULL);
         produce_task(R.id_404, "refused.call", "{\"claim_id\":\"C-3\"}", NULL);
         produce_task(R.id_agent, "claim.triage", "{\"claim_id\":\"C-9\",\"amount\":120}", NULL);
+        /* An integration that names no payload variable sends the payload text on as it is
+         * (its tree is never built), but a malformed payload still fails, with or without a
+         * template that reads it. */
+        produce_task(R.id_echo, "echo.call", ECHO_PAYLOAD, NULL);
+        produce_task(R.id_bad_echo, "echo.call", BAD_ECHO_PAYLOAD, NULL);
+        produce_task(R.id_bad_crm, "crm.update", BAD_CRM_PAYLOAD, NULL);
         produce_raw("poison", "\xff\xff\xff\x07garbage", 11);
         if (!run_until(phase1_done, DEADLINE_MS))
                 fprintf(stderr, "phase 1 incomplete; worker log: %s\n", R.log_path);
@@ -761,6 +787,85 @@ static void test_integration_request_is_exact(void **state) {
         assert_int_equal(finals(R.id_ok, f, 2) >= 1, 1);
         /* The result carries the fence the call was made under. */
         assert_int_equal(f[0]->fence, atoll(r->fence));
+}
+
+/* No template reads the payload: it goes out as the body byte for byte, as admitted. */
+static void test_payload_sent_as_admitted_without_a_template(void **state) {
+        const stub_req_t *r = find_req("/echo", 0);
+        Agentfleet__V1__TaskResult *f[2];
+        json_error_t jerr;
+        json_t *want = json_loads(ECHO_PAYLOAD, 0, &jerr);
+
+        assert_non_null(want);
+        assert_non_null(r);
+        assert_string_equal(r->task, R.id_echo);
+        assert_non_null(r->body);
+        assert_true(json_equal(r->body, want));
+        json_decref(want);
+        assert_int_equal(finals(R.id_echo, f, 2), 1);
+        assert_int_equal(f[0]->status, AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED);
+}
+
+/* A malformed payload fails with jansson's own words, whether or not a template reads it,
+ * and no request goes out. */
+static void test_malformed_payload_fails_before_any_call(void **state) {
+        const char *ids[2] = {R.id_bad_echo, R.id_bad_crm};
+        const char *payloads[2] = {BAD_ECHO_PAYLOAD, BAD_CRM_PAYLOAD};
+
+        for (int i = 0; i < 2; i++) {
+                Agentfleet__V1__TaskResult *f[2];
+                json_error_t jerr;
+                char want[512];
+                assert_null(json_loads(payloads[i], JSON_DECODE_ANY, &jerr));
+                snprintf(want, sizeof(want), "payload is not JSON: %s (line %d, column %d)",
+                         jerr.text, jerr.line, jerr.column);
+                assert_int_equal(finals(ids[i], f, 2), 1);
+                assert_int_equal(f[0]->status, AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_FAILED);
+                assert_non_null(f[0]->error);
+                assert_string_equal(f[0]->error->code, "bad_payload");
+                assert_false(f[0]->error->retriable);
+                assert_string_equal(f[0]->error->message, want);
+                assert_int_equal(reqs_for_task(ids[i]), 0);
+        }
+}
+
+/* The details of each audit event are the JSON objects auditors read. */
+static void test_audit_details_are_exact(void **state) {
+        const Agentfleet__V1__AuditEvent *lease = find_audit(R.id_ok, "lease.acquired");
+        const Agentfleet__V1__AuditEvent *call = find_audit(R.id_ok, "handler.call");
+        const Agentfleet__V1__AuditEvent *res = find_audit(R.id_ok, "task.result");
+        json_error_t jerr;
+        json_t *d;
+        char topic[256];
+
+        assert_non_null(lease);
+        assert_non_null(call);
+        assert_non_null(res);
+        af_kafka_topic(R.conf, "tasks.default", topic, sizeof(topic));
+        d = json_loads(lease->details, 0, &jerr);
+        assert_non_null(d);
+        assert_int_equal(json_object_size(d), 5);
+        assert_true(json_integer_value(json_object_get(d, "fence")) > 0);
+        assert_int_equal(json_integer_value(json_object_get(d, "ttl_ms")), 5000);
+        assert_string_equal(json_string_value(json_object_get(d, "topic")), topic);
+        assert_true(json_is_integer(json_object_get(d, "partition")));
+        assert_true(json_is_integer(json_object_get(d, "offset")));
+        json_decref(d);
+        d = json_loads(call->details, 0, &jerr);
+        assert_non_null(d);
+        assert_non_null(strstr(call->details, "{\"kind\":\"integration\",\"target\":\"crm_update\","
+                                              "\"method\":\"POST\",\"status\":200,\"ms\":"));
+        assert_non_null(strstr(call->details, ",\"error\":\"\"}"));
+        assert_true(json_integer_value(json_object_get(d, "fence")) > 0);
+        json_decref(d);
+        d = json_loads(res->details, 0, &jerr);
+        assert_non_null(d);
+        assert_non_null(strstr(res->details, "{\"status\":\"TASK_STATUS_SUCCEEDED\","
+                                             "\"reemitted\":false,\"fence\":"));
+        assert_non_null(strstr(res->details, ",\"prompt_tokens\":0,\"completion_tokens\":0,"
+                                             "\"cost_micros\":0}"));
+        assert_int_equal(json_object_size(d), 7);
+        json_decref(d);
 }
 
 static void test_integration_result_succeeded(void **state) {
@@ -1064,8 +1169,8 @@ static void test_offsets_committed_to_the_end(void **state) {
                         assert_int_equal(parts->elems[p].offset, hi);
         }
         /* 4 tasks + poison + redelivery + cancelled + held + cancel-run + hand-back + timeout
-         * + past deadline + odd agent. */
-        assert_int_equal(total, 13);
+         * + past deadline + odd agent + 3 echo/bad payload tasks. */
+        assert_int_equal(total, 16);
         rd_kafka_topic_partition_list_destroy(parts);
         rd_kafka_destroy(rk);
 }
@@ -1101,6 +1206,9 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_integration_request_is_exact),
                 cmocka_unit_test(test_integration_result_succeeded),
+                cmocka_unit_test(test_payload_sent_as_admitted_without_a_template),
+                cmocka_unit_test(test_malformed_payload_fails_before_any_call),
+                cmocka_unit_test(test_audit_details_are_exact),
                 cmocka_unit_test(test_5xx_fails_retriable),
                 cmocka_unit_test(test_4xx_fails_not_retriable),
                 cmocka_unit_test(test_agent_two_tool_calls_and_json_output),

@@ -161,6 +161,61 @@ static void test_missing_key_is_refused(void **state) {
         af_audit_destroy(NULL);
 }
 
+/* The bytes that travel are packed once, with chain_hash and hmac spliced into the hashed
+ * bytes: they must be exactly protobuf-c's packing of the sealed event, whatever fields are
+ * empty, and decode to an event that verifies. */
+static void test_sealed_bytes_are_the_packed_event(void **state) {
+        char errstr[256];
+        const char *prev = "";
+        char prev_copy[65] = "";
+        af_config_t *conf = af_config_new();
+        assert_non_null(conf);
+        assert_int_equal(af_config_set(conf, "audit.hmac_key", KEY, errstr, sizeof(errstr)), AF_OK);
+        af_audit_t *a = af_audit_new(NULL, conf, "worker:unit", errstr, sizeof(errstr));
+        assert_non_null(a);
+        for (int i = 0; i < 8; i++) {
+                Agentfleet__V1__AuditEvent ev = AGENTFLEET__V1__AUDIT_EVENT__INIT;
+                Agentfleet__V1__Versions v = AGENTFLEET__V1__VERSIONS__INIT;
+                uint8_t *bytes = NULL;
+                size_t len = 0;
+                ev.action = "lease.acquired";
+                if (i & 1) {
+                        ev.actor = "worker:unit";
+                        ev.task_id = "01HZZZZZZZZZZZZZZZZZZZZZZZ";
+                        ev.details = "{\"fence\":1}";
+                }
+                if (i & 2) {
+                        ev.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+                        ev.reason = "a reason";
+                }
+                if (i & 4) {
+                        v.config_hash = "abc";
+                        ev.versions = &v;
+                        ev.at_ms = 1700000000000LL;
+                }
+                assert_int_equal(af_audit_seal(a, &ev, &bytes, &len), AF_OK);
+                size_t want_len = agentfleet__v1__audit_event__get_packed_size(&ev);
+                uint8_t *want = malloc(want_len);
+                assert_non_null(want);
+                agentfleet__v1__audit_event__pack(&ev, want);
+                assert_int_equal(len, want_len);
+                assert_memory_equal(bytes, want, len);
+                Agentfleet__V1__AuditEvent *back =
+                        agentfleet__v1__audit_event__unpack(NULL, len, bytes);
+                assert_non_null(back);
+                assert_int_equal(
+                        af_audit_verify(back, prev, KEY, strlen(KEY), errstr, sizeof(errstr)),
+                        AF_OK);
+                snprintf(prev_copy, sizeof(prev_copy), "%s", back->chain_hash);
+                prev = prev_copy;
+                agentfleet__v1__audit_event__free_unpacked(back, NULL);
+                free(want);
+                free(bytes);
+        }
+        af_audit_destroy(a);
+        af_config_destroy(conf);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_untouched_trail_verifies),
@@ -170,6 +225,7 @@ int main(void) {
                 cmocka_unit_test(test_wrong_key_fails_hmac),
                 cmocka_unit_test(test_rehashed_forgery_fails_hmac),
                 cmocka_unit_test(test_missing_key_is_refused),
+                cmocka_unit_test(test_sealed_bytes_are_the_packed_event),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

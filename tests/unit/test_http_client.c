@@ -80,6 +80,9 @@ static void stub_cb(struct evhttp_request *r, void *arg) {
         case EVHTTP_REQ_DELETE:
                 snprintf(fx->method, sizeof(fx->method), "DELETE");
                 break;
+        case EVHTTP_REQ_HEAD:
+                snprintf(fx->method, sizeof(fx->method), "HEAD");
+                break;
         default:
                 snprintf(fx->method, sizeof(fx->method), "OTHER");
                 break;
@@ -138,7 +141,7 @@ static int setup(void **state) {
         fx->stub = evhttp_new(af_loop_base(fx->loop));
         evhttp_set_gencb(fx->stub, stub_cb, fx);
         evhttp_set_allowed_methods(fx->stub, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                                     EVHTTP_REQ_DELETE);
+                                                     EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
         struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(fx->stub, "127.0.0.1", 0);
         assert_non_null(bs);
         struct sockaddr_storage ss;
@@ -272,6 +275,48 @@ static void test_post_without_body_and_get(void **state) {
         assert_string_equal(fx->method, "GET");
         assert_int_equal(r.body_len, 0);
         assert_string_equal(r.body, "");
+}
+
+/* Pooled handles keep the options of their last request: whatever the order of methods,
+ * bodies and headers, each request goes out as asked, with nothing left from the one
+ * before on the same handle (one connection, requests one after the other). */
+static void test_pooled_handle_carries_nothing_over(void **state) {
+        fx_t *fx = *state;
+        result_t r;
+        static const char *const t1[] = {"X-Agentfleet-Task: T1", NULL};
+        static const char *const t2[] = {"X-Agentfleet-Task: T2", NULL};
+        static const struct {
+                const char *method, *path, *body;
+                const char *const *headers;
+                const char *want_method, *want_custom;
+        } steps[] = {
+                {"POST", "/a", "one", t1, "POST", "T1"},
+                {"POST", "/b", NULL, NULL, "POST", ""},
+                {"DELETE", "/c", "two", t2, "DELETE", "T2"},
+                {"DELETE", "/d", NULL, NULL, "DELETE", ""},
+                {"GET", "/e", NULL, t1, "GET", "T1"},
+                {"HEAD", "/f", NULL, NULL, "HEAD", ""},
+                {"GET", "/g", NULL, NULL, "GET", ""},
+                {"PUT", "/h", "three", NULL, "PUT", ""},
+                {"POST", "/i", "four", t2, "POST", "T2"},
+                {"POST", "/j", "five", NULL, "POST", ""},
+                {"DELETE", "/k", NULL, NULL, "DELETE", ""},
+        };
+        fx->resp_len = 2;
+        for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+                send_req(fx, &r, steps[i].method, steps[i].path, steps[i].headers, steps[i].body, 0,
+                         0);
+                run(fx);
+                assert_int_equal(fx->hits, (int) i + 1);
+                assert_string_equal(fx->method, steps[i].want_method);
+                assert_string_equal(fx->path, steps[i].path);
+                assert_string_equal(fx->body, steps[i].body ? steps[i].body : "");
+                assert_string_equal(fx->custom, steps[i].want_custom);
+                assert_int_equal(r.status, 200);
+                /* HEAD gets no body; the GET after it must get its own again. */
+                assert_string_equal(r.body, strcmp(steps[i].method, "HEAD") ? "yy" : "");
+        }
+        assert_true(fx->same_peer);
 }
 
 static void test_retry_after_seconds_and_date(void **state) {
@@ -410,6 +455,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_exact_request_is_sent, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_post_without_body_and_get, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pooled_handle_carries_nothing_over, setup,
+                                                teardown),
                 cmocka_unit_test_setup_teardown(test_retry_after_seconds_and_date, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_connection_is_reused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cancel_reports_from_the_loop, setup, teardown),

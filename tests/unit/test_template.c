@@ -178,6 +178,22 @@ static void test_output_cap_is_enforced(void **state) {
         af_buf_free(&small);
 }
 
+/* af_template_reads: which templates would read the payload (the worker skips building it
+ * for the others). */
+static void test_reads_names_the_root_only(void **state) {
+        assert_true(af_template_reads("/c/{{payload.claim_id}}", "payload"));
+        assert_true(af_template_reads("{{payload}}", "payload"));
+        assert_true(af_template_reads("x {{ payload }} y", "payload"));
+        assert_true(af_template_reads("{{task.id}}-{{\tpayload.a.0}}", "payload"));
+        assert_false(af_template_reads("{{payloads}}", "payload"));
+        assert_false(af_template_reads("{{task.id}} payload {{args.x}}", "payload"));
+        assert_false(af_template_reads("http://h/noop", "payload"));
+        assert_false(af_template_reads("{{payload", "payload")); /* never renders */
+        assert_false(af_template_reads("", "payload"));
+        assert_false(af_template_reads(NULL, "payload"));
+        assert_true(af_template_reads("{{args.x}}", "args"));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_url_values_are_percent_encoded),
@@ -192,6 +208,7 @@ int main(void) {
                 cmocka_unit_test(test_syntax_errors),
                 cmocka_unit_test(test_no_variables_is_verbatim),
                 cmocka_unit_test(test_output_cap_is_enforced),
+                cmocka_unit_test(test_reads_names_the_root_only),
         };
         return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
 }

@@ -292,6 +292,198 @@ static void test_traceparent(void **state) {
         assert_false(af_wire_traceparent_valid(""));
 }
 
+/* ---- af_wire_json_surely_valid: never yes where jansson says no ------------------------- */
+
+static bool jansson_accepts(const char *text) {
+        json_error_t jerr;
+        json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
+        json_decref(v);
+        return v != NULL;
+}
+
+static void expect_sure(const char *text, bool want) {
+        bool got = af_wire_json_surely_valid(text);
+        if (got != want)
+                fail_msg("af_wire_json_surely_valid(\"%s\") = %d, expected %d", text, got, want);
+        if (got && !jansson_accepts(text))
+                fail_msg("\"%s\": surely valid, but jansson refuses it", text);
+        if (!got && want == false && jansson_accepts(text))
+                print_message("(not sure of \"%s\", which jansson accepts: parsed the slow way)\n",
+                              text);
+}
+
+static void test_json_surely_valid_cases(void **state) {
+        static const char *yes[] = {
+                "{}",
+                "[]",
+                "0",
+                "-0",
+                "1",
+                "-12",
+                "1.5",
+                "-0.25e-3",
+                "2E+10",
+                "1e300",
+                "\"\"",
+                "true",
+                "false",
+                "null",
+                " \t\r\n{ \"a\" : [ 1 , 2.0 , \"x\" , null ] } \n",
+                "{\"a\":{\"b\":{\"c\":[[],{}]}}}",
+                "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uFFFF\"",
+                "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \x7f\"",
+                "{\"a\":1,\"a\":2}",
+                "123456789012345678",
+                "-123456789012345678",
+                "1e307",
+                "9.99e307",
+                "1.5e-999",
+                "{\"claim_id\":\"CLM-1\",\"amount\":172.46,\"codes\":[\"M75.101\"],"
+                "\"provider\":{\"id\":\"PRV-1\",\"name\":\"Peak\"}}",
+        };
+        static const char *no[] = {
+                "",
+                " ",
+                "{",
+                "}",
+                "[",
+                "]",
+                "[1,]",
+                "{,}",
+                "{\"a\"}",
+                "{\"a\":}",
+                "{\"a\" 1}",
+                "{1:2}",
+                "[1 2]",
+                "01",
+                "-",
+                "1.",
+                ".5",
+                "1e",
+                "1e+",
+                "+1",
+                "0x10",
+                "tru",
+                "truex",
+                "nul",
+                "True",
+                "NaN",
+                "Infinity",
+                "\"abc",
+                "\"a\nb\"",
+                "\"a\tb\"",
+                "\"\\x\"",
+                "\"\\u12\"",
+                "\"\\u12G4\"",
+                "{} {}",
+                "1 2",
+                "[]]",
+                "{}}",
+                "[1}",
+                "{\"a\":1]",
+                "\"\xc3\"",
+                "\"\xc0\xaf\"",
+                "\"\xe0\x80\xaf\"",
+                "\"\xed\xa0\x80\"",
+                "\"\xf4\x90\x80\x80\"",
+                "\"\xf8\x88\x80\x80\x80\"",
+                "\"\x80\"",
+                "\xef\xbb\xbf{}",
+                "'a'",
+                "[1,,2]",
+                "{\"a\":1,}",
+                "1true",
+                "[true false]",
+                /* valid JSON the quick check leaves to jansson */
+                "\"\\u0000\"",
+                "\"\\ud83d\\ude00\"",
+                "\"\\udc00\"",
+                "1234567890123456789",
+                "1e308",
+                "9e999",
+                "1e-99999",
+        };
+        for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+                expect_sure(yes[i], true);
+        for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+                expect_sure(no[i], false);
+        assert_false(af_wire_json_surely_valid(NULL));
+}
+
+static void test_json_surely_valid_depth(void **state) {
+        char deep[2 * 600 + 1];
+        for (int n = 500; n <= 600; n += 100) {
+                memset(deep, '[', (size_t) n);
+                memset(deep + n, ']', (size_t) n);
+                deep[2 * n] = '\0';
+                assert_int_equal(af_wire_json_surely_valid(deep), n <= 512);
+                assert_true(jansson_accepts(deep));
+        }
+}
+
+/* Mutations of valid documents (bytes replaced, inserted, deleted, cut): whatever the quick
+ * check calls valid, jansson must parse; and most valid documents must take the quick way. */
+static void test_json_surely_valid_never_disagrees(void **state) {
+        static const char *seeds[] = {
+                "{\"claim_id\":\"CLM-2026-104211\",\"amount\":172.46,\"currency\":\"USD\","
+                "\"diagnosis_codes\":[\"M75.101\"],\"provider\":{\"id\":\"PRV-16058\","
+                "\"specialty\":\"physical therapy\"},\"flag\":true,\"none\":null,\"n\":-3e-2}",
+                "[1,-0,2.5e+3,\"\\u00e9\\n\",[],{},[{\"a\":[false]}]]",
+                "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"",
+        };
+        static const char alphabet[] = "{}[]:,\"\\0123456789-+.eEtrufalsn u\t\n\x01\x7f\xc3\xa9"
+                                       "\xed\xa0\xf0\x9f\x80";
+        char buf[512];
+        unsigned seed = 12345;
+        int sure = 0, accepted = 0;
+
+        for (int i = 0; i < 60000; i++) {
+                const char *src = seeds[i % 3];
+                size_t len = strlen(src);
+                memcpy(buf, src, len + 1);
+                int edits = 1 + (int) ((seed = seed * 1103515245u + 12345u) >> 16) % 3;
+                for (int k = 0; k < edits; k++) {
+                        unsigned r = (seed = seed * 1103515245u + 12345u) >> 8;
+                        size_t at = r % (len + 1);
+                        char c = alphabet[(r >> 12) % (sizeof(alphabet) - 1)];
+                        switch ((r >> 20) % 4) {
+                        case 0: /* replace */
+                                if (at < len)
+                                        buf[at] = c;
+                                break;
+                        case 1: /* insert */
+                                if (len + 2 < sizeof(buf)) {
+                                        memmove(buf + at + 1, buf + at, len - at + 1);
+                                        buf[at] = c;
+                                        len++;
+                                }
+                                break;
+                        case 2: /* delete */
+                                if (at < len) {
+                                        memmove(buf + at, buf + at + 1, len - at);
+                                        len--;
+                                }
+                                break;
+                        default: /* cut */
+                                buf[at] = '\0';
+                                len = at;
+                                break;
+                        }
+                }
+                bool quick = af_wire_json_surely_valid(buf);
+                bool slow = jansson_accepts(buf);
+                if (quick && !slow)
+                        fail_msg("surely valid, but jansson refuses: \"%s\"", buf);
+                sure += quick;
+                accepted += slow;
+        }
+        print_message("mutations: %d accepted by jansson, %d of them surely valid\n", accepted,
+                      sure);
+        assert_true(sure > 0);
+        for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+                assert_true(af_wire_json_surely_valid(seeds[i]));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_request_all_fields),
@@ -308,6 +500,9 @@ int main(void) {
                 cmocka_unit_test(test_dlq_pack_roundtrip),
                 cmocka_unit_test(test_check_values),
                 cmocka_unit_test(test_traceparent),
+                cmocka_unit_test(test_json_surely_valid_cases),
+                cmocka_unit_test(test_json_surely_valid_depth),
+                cmocka_unit_test(test_json_surely_valid_never_disagrees),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
