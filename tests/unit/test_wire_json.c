@@ -338,8 +338,8 @@ static void test_json_surely_valid_cases(void **state) {
                 "1e307",
                 "9.99e307",
                 "1.5e-999",
-                "{\"claim_id\":\"CLM-1\",\"amount\":172.46,\"codes\":[\"M75.101\"],"
-                "\"provider\":{\"id\":\"PRV-1\",\"name\":\"Peak\"}}",
+                ("{\"claim_id\":\"CLM-1\",\"amount\":172.46,\"codes\":[\"M75.101\"],"
+                 "\"provider\":{\"id\":\"PRV-1\",\"name\":\"Peak\"}}"),
         };
         static const char *no[] = {
                 "",
