@@ -121,9 +121,10 @@ typedef struct af_admit_out_s {
 typedef void(af_admit_cb_t)(const af_admit_out_t *out, void *opaque);
 
 /* Admit a request: validate, build the Task, reserve the idempotency key, publish the QUEUED
- * TaskResult to `results`, then the Task to `tasks.<lane>` (in that order, so the compacted
- * `results` never ends on QUEUED after a worker's final record), audit task.admitted, update
- * the index, and only then call cb with AF_OK: an accepted task is never lost. */
+ * TaskResult to `results` (and index it once Kafka acknowledged it), then the Task to
+ * `tasks.<lane>` (in that order, so the compacted `results` never ends on QUEUED after a
+ * worker's final record), audit task.admitted, and only then call cb with AF_OK: an accepted
+ * task is never lost. */
 void af_admit_submit(af_coord_t *co, const af_admit_in_t *in, af_admit_cb_t *cb, void *opaque);
 /* @returns the HTTP status for an admission error. */
 int af_admit_http_status(af_err_t err);
@@ -148,6 +149,16 @@ af_index_t *af_index_new(af_coord_t *co, char *errstr, size_t errstr_size);
 void af_index_destroy(af_index_t *ix); /* NULL is fine */
 /* Record a TaskResult in the index (fire and forget; final states win). */
 void af_index_apply(af_index_t *ix, const Agentfleet__V1__TaskResult *res);
+/* The QUEUED record of a new task (admit.c), whose bytes pb are about to be produced to
+ * `results`: remembered (copied) so that reading them back from `results` costs no second
+ * update. Call before producing, since the read-back may come before the delivery report.
+ * Then exactly one of: */
+void af_index_own_expect(af_index_t *ix, const char *task_id, const void *pb, size_t len);
+/* Kafka acknowledged it: apply it (res is the record the bytes encode; without an entry,
+ * e.g. a full table, it is packed and applied as by af_index_apply). */
+void af_index_own_apply(af_index_t *ix, const Agentfleet__V1__TaskResult *res);
+/* Kafka did not: forget it, but apply it if it was read back (then it is in `results`). */
+void af_index_own_drop(af_index_t *ix, const Agentfleet__V1__TaskResult *res);
 void af_index_get(af_index_t *ix, const char *task_id, af_index_get_cb_t *cb, void *opaque);
 void af_index_list(af_index_t *ix, const af_index_query_t *q, af_index_list_cb_t *cb, void *opaque);
 /* Set the index status to "cancel_requested" unless a final state is there already.

@@ -43,6 +43,24 @@
 #define ENTRY_TTL_DAYS_MS     (7LL * 24 * 3600 * 1000) /* ENTRY_TTL_MS as a number */
 #define TRIM_FIRST_MS         (30LL * 1000)            /* first sweep of the index sets */
 #define TRIM_EVERY_MS         (3600LL * 1000)          /* and the next ones */
+#define OWN_BUCKETS           4096  /* hash buckets of the own-record table (a power of 2) */
+#define OWN_MAX               32768 /* records remembered at most; past that, applied twice */
+#define OWN_TTL_MS            10000 /* how long an applied record waits for its read-back */
+
+/* A QUEUED record this process produces to `results` and applies itself (see "own records"
+ * below). Only the entry's hash chain and the expiry list point at it. */
+typedef struct own_s {
+        struct own_s *chain; /* next in the same bucket */
+        struct own_s *prev;  /* expiry list (applied entries only), oldest first */
+        struct own_s *next;
+        int64_t expires_ms; /* monotonic; applied entries only */
+        bool applied;       /* the admission applied it: its read-back is redundant */
+        bool seen;          /* read back while the admission was still waiting for Kafka */
+        char id[AF_ULID_LEN + 1];
+        size_t id_len;
+        size_t len;
+        uint8_t pb[]; /* the record's bytes, as produced */
+} own_t;
 
 struct af_index_s {
         af_coord_t *co;
@@ -56,6 +74,10 @@ struct af_index_s {
         af_timer_t *epoch_timer; /* looks for a lost index without a reconnect (FLUSHALL) */
         af_timer_t *trim_timer;  /* drops ids older than the entries' TTL from the sets */
         bool trimming;           /* a SCAN pass is under way */
+        own_t *own[OWN_BUCKETS]; /* own QUEUED records by task id */
+        own_t *own_head;         /* applied ones by expiry, oldest first */
+        own_t *own_tail;
+        int own_cnt;
 };
 
 /* KEYS[1] task hash. ARGV: status, rank, attempt, tenant, type, pb, ttl_ms.
@@ -79,9 +101,13 @@ static const char lua_apply[] =
         "if tenant == '' then tenant = cur[4] or '' end\n"
         "local ttype = ARGV[5]\n"
         "if ttype == '' then ttype = cur[5] or '' end\n"
-        "redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'attempt', ARGV[3],\n"
-        "           'tenant', tenant, 'type', ttype)\n"
-        "if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'pb', ARGV[6]) end\n"
+        "if ARGV[6] ~= '' then\n"
+        "  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'attempt', ARGV[3],\n"
+        "             'tenant', tenant, 'type', ttype, 'pb', ARGV[6])\n"
+        "else\n"
+        "  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'attempt', ARGV[3],\n"
+        "             'tenant', tenant, 'type', ttype)\n"
+        "end\n"
         "redis.call('PEXPIRE', KEYS[1], ARGV[7])\n"
         "return {cur[3] or '', tenant, ttype}\n";
 
@@ -111,18 +137,40 @@ static int status_rank(Agentfleet__V1__TaskStatus st) {
         }
 }
 
-static void task_key(char *out, size_t n, const char *id) {
-        snprintf(out, n, "af:{%s}:status", id);
+/* Concatenate the non-NULL strings of parts into out (n > 0 bytes), cut to fit like
+ * snprintf. The six keys of an update are built with this: with snprintf they were a sixth
+ * of the index's instructions. @returns the length written. */
+static size_t str_join(char *out, size_t n, const char *const *parts, size_t cnt) {
+        size_t o = 0;
+        for (size_t i = 0; i < cnt; i++) {
+                size_t l;
+                if (!parts[i])
+                        continue;
+                l = strlen(parts[i]);
+                if (l > n - 1 - o)
+                        l = n - 1 - o;
+                memcpy(out + o, parts[i], l);
+                o += l;
+        }
+        out[o] = '\0';
+        return o;
 }
 
+static void copy_str(char *out, size_t n, const char *s) {
+        str_join(out, n, &s, 1);
+}
+
+static void task_key(char *out, size_t n, const char *id) {
+        const char *parts[] = {"af:{", id, "}:status"};
+        str_join(out, n, parts, 3);
+}
+
+/* af:idx:{<tenant>}:<kind>[:<a>[:<b>]] */
 static void set_key(char *out, size_t n, const char *tenant, const char *kind, const char *a,
                     const char *b) {
-        if (b)
-                snprintf(out, n, "af:idx:{%s}:%s:%s:%s", tenant, kind, a, b);
-        else if (a)
-                snprintf(out, n, "af:idx:{%s}:%s:%s", tenant, kind, a);
-        else
-                snprintf(out, n, "af:idx:{%s}:%s", tenant, kind);
+        const char *parts[] = {"af:idx:{",          tenant,      "}:", kind, a ? ":" : NULL, a,
+                               a && b ? ":" : NULL, a ? b : NULL};
+        str_join(out, n, parts, sizeof(parts) / sizeof(parts[0]));
 }
 
 /* ---- apply -------------------------------------------------------------------------------- */
@@ -189,8 +237,8 @@ static void apply_cb(af_redis_t *r, const redisReply *reply, const af_error_t *e
         }
         const char *old = reply->element[0]->str;
         bool moved = *old && strcmp(old, ap->status);
-        snprintf(ap->tenant, sizeof(ap->tenant), "%s", reply->element[1]->str);
-        snprintf(ap->type, sizeof(ap->type), "%s", reply->element[2]->str);
+        copy_str(ap->tenant, sizeof(ap->tenant), reply->element[1]->str);
+        copy_str(ap->type, sizeof(ap->type), reply->element[2]->str);
         char k[6][512];
         set_key(k[0], sizeof(k[0]), ap->tenant, "all", NULL, NULL);
         set_key(k[1], sizeof(k[1]), ap->tenant, "y", ap->type, NULL);
@@ -220,10 +268,10 @@ static void apply_entry(af_index_t *ix, const char *id, const char *tenant, cons
                 return;
         }
         ap->ix = ix;
-        snprintf(ap->id, sizeof(ap->id), "%s", id);
-        snprintf(ap->tenant, sizeof(ap->tenant), "%s", tenant);
-        snprintf(ap->type, sizeof(ap->type), "%s", type);
-        snprintf(ap->status, sizeof(ap->status), "%s", status);
+        copy_str(ap->id, sizeof(ap->id), id);
+        copy_str(ap->tenant, sizeof(ap->tenant), tenant);
+        copy_str(ap->type, sizeof(ap->type), type);
+        copy_str(ap->status, sizeof(ap->status), status);
         ap->cb = cb;
         ap->opaque = opaque;
         task_key(key, sizeof(key), ap->id);
@@ -270,6 +318,158 @@ void af_index_apply(af_index_t *ix, const Agentfleet__V1__TaskResult *res) {
         agentfleet__v1__task_result__pack(res, bytes);
         index_apply_bytes(ix, res, bytes, len);
         free(bytes);
+}
+
+/* ---- own records ----------------------------------------------------------------------------
+ * Every admission produces a QUEUED record to `results` and applies it to the index itself, so
+ * that the task is visible as soon as it is accepted; the consumer below then reads the same
+ * record back. Applying it again was one Redis script call per task for nothing (the script
+ * answered "superseded"). So admit.c registers the record's bytes before producing them, and a
+ * record read back with the same key and the very same bytes is not applied a second time:
+ *  - read back after the admission applied it: skipped, and the entry dropped;
+ *  - read back before (the consumer may see the record before this process sees Kafka's
+ *    acknowledgement of it): marked seen and skipped; the admission applies it when the
+ *    acknowledgement comes, or, if Kafka reports a failure after all, still applies it, since
+ *    it is in `results` and a rebuild would show it.
+ * Everything else is applied as before: records another coordinator wrote (their ids are not
+ * here), any record that differs in a byte, every record of a replay (a replay empties the
+ * table of applied entries: what they wrote may be what Redis lost), and read-backs later than
+ * OWN_TTL_MS (the table is bounded; another instance may be the one consuming the partition).
+ * Order never mattered to the apply script, so applying the record at acknowledgement instead
+ * of at read-back changes no outcome. */
+
+static uint32_t own_hash(const char *id, size_t len) {
+        uint32_t h = 2166136261u; /* FNV-1a */
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ (uint8_t) id[i]) * 16777619u;
+        return h & (OWN_BUCKETS - 1);
+}
+
+/* @returns the link that points at the entry for id, or the NULL link at its chain's end. */
+static own_t **own_link(af_index_t *ix, const char *id, size_t len) {
+        own_t **pp = &ix->own[own_hash(id, len)];
+        while (*pp && ((*pp)->id_len != len || memcmp((*pp)->id, id, len)))
+                pp = &(*pp)->chain;
+        return pp;
+}
+
+static void own_unlink_expiry(af_index_t *ix, own_t *e) {
+        if (e->prev)
+                e->prev->next = e->next;
+        else
+                ix->own_head = e->next;
+        if (e->next)
+                e->next->prev = e->prev;
+        else
+                ix->own_tail = e->prev;
+        e->prev = e->next = NULL;
+}
+
+/* Free the entry *pp points at. */
+static void own_free(af_index_t *ix, own_t **pp) {
+        own_t *e = *pp;
+        *pp = e->chain;
+        if (e->applied)
+                own_unlink_expiry(ix, e);
+        ix->own_cnt--;
+        free(e);
+}
+
+static void own_expire(af_index_t *ix, int64_t now_ms) {
+        while (ix->own_head && ix->own_head->expires_ms <= now_ms)
+                own_free(ix, own_link(ix, ix->own_head->id, ix->own_head->id_len));
+}
+
+/* A replay starts (keep_waiting) or the index goes (!keep_waiting). Entries still waiting for
+ * their admission's acknowledgement stay, unseen again: their read-back comes again, and their
+ * apply is still to be sent. */
+static void own_reset(af_index_t *ix, bool keep_waiting) {
+        for (int b = 0; b < OWN_BUCKETS; b++) {
+                own_t **pp = &ix->own[b];
+                while (*pp) {
+                        if (keep_waiting && !(*pp)->applied) {
+                                (*pp)->seen = false;
+                                pp = &(*pp)->chain;
+                        } else {
+                                own_free(ix, pp);
+                        }
+                }
+        }
+}
+
+void af_index_own_expect(af_index_t *ix, const char *task_id, const void *pb, size_t len) {
+        size_t id_len;
+        own_t **pp, *e;
+
+        if (!ix || !task_id || !len || (id_len = strlen(task_id)) > AF_ULID_LEN)
+                return;
+        own_expire(ix, af_clock_mono_ms());
+        if (ix->own_cnt >= OWN_MAX)
+                return; /* applied twice, as before the table */
+        pp = own_link(ix, task_id, id_len);
+        if (*pp || !(e = calloc(1, sizeof(*e) + len)))
+                return;
+        memcpy(e->id, task_id, id_len);
+        e->id_len = id_len;
+        memcpy(e->pb, pb, len);
+        e->len = len;
+        *pp = e;
+        ix->own_cnt++;
+}
+
+void af_index_own_apply(af_index_t *ix, const Agentfleet__V1__TaskResult *res) {
+        own_t **pp, *e;
+
+        if (!ix || !res->task_id)
+                return;
+        pp = own_link(ix, res->task_id, strlen(res->task_id));
+        if (!(e = *pp) || e->applied) {
+                af_index_apply(ix, res); /* not registered (table full): as before */
+                return;
+        }
+        index_apply_bytes(ix, res, e->pb, e->len);
+        if (e->seen) {
+                own_free(ix, pp);
+                return;
+        }
+        e->applied = true;
+        e->expires_ms = af_clock_mono_ms() + OWN_TTL_MS;
+        e->prev = ix->own_tail;
+        if (ix->own_tail)
+                ix->own_tail->next = e;
+        else
+                ix->own_head = e;
+        ix->own_tail = e;
+}
+
+void af_index_own_drop(af_index_t *ix, const Agentfleet__V1__TaskResult *res) {
+        own_t **pp;
+
+        if (!ix || !res->task_id)
+                return;
+        pp = own_link(ix, res->task_id, strlen(res->task_id));
+        if (!*pp)
+                return;
+        if ((*pp)->seen)
+                index_apply_bytes(ix, res, (*pp)->pb, (*pp)->len);
+        own_free(ix, pp);
+}
+
+/* @returns whether msg is an own record already applied or about to be (see above); if so,
+ * it has been accounted for. */
+static bool own_read_back(af_index_t *ix, const af_kafka_msg_t *msg) {
+        own_t **pp, *e;
+
+        if (!ix->own_cnt || !msg->key || !msg->key_len || msg->key_len > AF_ULID_LEN)
+                return false;
+        pp = own_link(ix, msg->key, msg->key_len);
+        if (!(e = *pp) || e->len != msg->value_len || memcmp(e->pb, msg->value, e->len))
+                return false;
+        if (e->applied)
+                own_free(ix, pp);
+        else
+                e->seen = true;
+        return true;
 }
 
 /* ---- get ---------------------------------------------------------------------------------- */
@@ -561,6 +761,12 @@ static void on_result(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque)
         ix->caught_up = true;
         if (!msg->value || !msg->value_len)
                 return; /* a tombstone: compaction deleted the task; nothing to index */
+        if (own_read_back(ix, msg)) {
+                const char *lv[] = {"own", NULL};
+                af_metric_add(ix->co->m.index_results, lv, 1);
+                af_consumer_store_offset(c, msg->topic, msg->partition, msg->offset + 1);
+                return;
+        }
         res = agentfleet__v1__task_result__unpack(NULL, msg->value_len, msg->value);
         if (!res) {
                 const char *lv[] = {"undecodable", NULL};
@@ -581,6 +787,7 @@ static void replay_from_start(af_index_t *ix) {
         rd_kafka_t *rk = ix->consumer ? af_consumer_rk(ix->consumer) : NULL;
         rd_kafka_error_t *error;
 
+        own_reset(ix, true /*keep waiting*/);
         if (!rk || rd_kafka_assignment(rk, &parts) || !parts)
                 return;
         if (parts->cnt == 0) {
@@ -726,5 +933,6 @@ void af_index_destroy(af_index_t *ix) {
         af_timer_destroy(ix->epoch_timer);
         af_timer_destroy(ix->trim_timer);
         af_consumer_destroy(ix->consumer);
+        own_reset(ix, false);
         free(ix);
 }

@@ -201,6 +201,7 @@ static void teardown(af_coord_t *co) {
         af_http_server_destroy(co->http);
         af_intake_destroy(co->intake);
         af_index_destroy(co->index);
+        co->index = NULL; /* deliveries purged by af_producer_destroy still reach admit.c */
         af_timer_destroy(co->drain_timer);
         af_audit_destroy(co->audit);
         af_producer_destroy(co->producer);

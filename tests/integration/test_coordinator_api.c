@@ -4,7 +4,8 @@
  * task; tenant isolation; a bad token is 401 JSON plus an auth.denied audit event (without the
  * token); oversize 413 and malformed 400 as JSON; listing with filters and pages; the index
  * follows `results` (final wins over a late RUNNING); cancel before start and 409 after the
- * end; SIGTERM drains and exits 0. No worker runs here.
+ * end; the coordinator's own QUEUED record is indexed once; SIGTERM drains and exits 0. No
+ * worker runs here.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -87,6 +88,23 @@ static bool match_audit(const rd_kafka_message_t *m, void *opaque) {
         return hit;
 }
 
+typedef struct admitted_match_s {
+        const char *task_id;
+        char *details; /* copy, caller frees */
+} admitted_match_t;
+
+static bool match_admitted(const rd_kafka_message_t *m, void *opaque) {
+        admitted_match_t *am = opaque;
+        Agentfleet__V1__AuditEvent *ev =
+                agentfleet__v1__audit_event__unpack(NULL, m->len, m->payload);
+        bool hit = ev && !strcmp(ev->action, "task.admitted") && !strcmp(ev->task_id, am->task_id);
+        if (hit)
+                am->details = strdup(ev->details);
+        if (ev)
+                agentfleet__v1__audit_event__free_unpacked(ev, NULL);
+        return hit;
+}
+
 /* ---- tests ------------------------------------------------------------------------------- */
 
 static void test_submit_publishes_and_get_shows_it(void **state) {
@@ -135,6 +153,30 @@ static void test_submit_publishes_and_get_shows_it(void **state) {
         assert_string_equal(h_str(r.json, "code"), "not_found");
         h_resp_free(&r);
         free(id);
+}
+
+/* task.admitted carries type, lane, origin, request_id and case key as compact JSON, whatever
+ * characters they hold. */
+static void test_admitted_audit_details(void **state) {
+        if (skipped)
+                skip();
+        char *plain = submit_noop(H_TOKEN_A, ",\"case_key\":\"C-7/b\"");
+        char *odd = submit_noop(H_TOKEN_A, ",\"case_key\":\"C \\\"7\\\\ \u00e9\\n\"");
+        admitted_match_t am = {.task_id = plain};
+        assert_int_equal(h_scan("audit", match_admitted, &am, 20000, false), 1);
+        assert_string_equal(am.details, "{\"type\":\"noop\",\"lane\":\"default\",\"origin\":"
+                                        "\"api\",\"request_id\":\"\",\"case_key\":\"C-7/b\"}");
+        free(am.details);
+        am = (admitted_match_t){.task_id = odd};
+        assert_int_equal(h_scan("audit", match_admitted, &am, 20000, false), 1);
+        json_t *d = json_loads(am.details, 0, NULL);
+        assert_non_null(d);
+        assert_string_equal(h_str(d, "case_key"), "C \"7\\ \u00e9\n");
+        assert_string_equal(h_str(d, "origin"), "api");
+        json_decref(d);
+        free(am.details);
+        free(plain);
+        free(odd);
 }
 
 static void test_idempotency_key_returns_same_task(void **state) {
@@ -402,6 +444,77 @@ static void test_index_rebuilt_when_redis_loses_it(void **state) {
         free(id);
 }
 
+/* The value of agentfleet_coordinator_index_results_total{outcome="<outcome>"} (0 when absent). */
+static long index_results(const char *outcome) {
+        char series[128];
+        long v = 0;
+        snprintf(series, sizeof(series),
+                 "agentfleet_coordinator_index_results_total{outcome=\"%s\"} ", outcome);
+        h_resp_t r = h_http("GET", "/metrics", NULL, NULL, NULL, 0);
+        assert_int_equal(r.status, 200);
+        const char *p = strstr(r.body, series);
+        if (p)
+                v = strtol(p + strlen(series), NULL, 10);
+        h_resp_free(&r);
+        return v;
+}
+
+/* The coordinator indexes its own QUEUED record when Kafka acknowledges it; reading the same
+ * record back from `results` costs no second update. A QUEUED record it did not write (another
+ * coordinator's) is still applied, and so is its own one in a rebuild. */
+static void test_own_queued_record_indexed_once(void **state) {
+        if (skipped)
+                skip();
+        long own0, applied0, superseded0;
+        /* whatever an earlier test left in flight (a replay) settles first */
+        do {
+                own0 = index_results("own");
+                applied0 = index_results("applied");
+                superseded0 = index_results("superseded");
+                h_sleep_ms(500);
+        } while (index_results("applied") != applied0 ||
+                 index_results("superseded") != superseded0);
+        char *id = submit_noop(H_TOKEN_A, NULL);
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/tasks/%s", id);
+        h_resp_t r = h_http("GET", path, H_TOKEN_A, NULL, NULL, 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(h_str(r.json, "status"), "queued");
+        h_resp_free(&r);
+        r = h_http("GET", "/v1/tasks?status=queued&type=noop&limit=1", H_TOKEN_A, NULL, NULL, 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(h_str(json_array_get(json_object_get(r.json, "tasks"), 0), "id"), id);
+        h_resp_free(&r);
+        /* the read-back is recognised, not applied again */
+        int64_t deadline = af_clock_mono_ms() + 20000;
+        while (index_results("own") == own0 && af_clock_mono_ms() < deadline)
+                h_sleep_ms(50);
+        assert_int_equal(index_results("own"), own0 + 1);
+        assert_int_equal(index_results("applied"), applied0 + 1);
+        assert_int_equal(index_results("superseded"), superseded0);
+
+        /* another writer's QUEUED record of a task this process never saw: indexed */
+        char other[AF_ULID_LEN + 1];
+        af_ulid_new(other);
+        produce_result(other, AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_QUEUED, NULL);
+        char *st = h_wait_status(other, H_TOKEN_A, "queued", 20000);
+        assert_string_equal(st, "queued");
+        free(st);
+
+        /* Redis loses the index: the replay applies the own record too */
+        redisContext *rc = redisConnect("127.0.0.1", H.redis_port);
+        assert_non_null(rc);
+        redisReply *rep = redisCommand(rc, "DEL af:{%s}:status af:idx:epoch", id);
+        assert_non_null(rep);
+        assert_int_equal(rep->integer, 2);
+        freeReplyObject(rep);
+        redisFree(rc);
+        st = h_wait_status(id, H_TOKEN_A, "queued", 30000);
+        assert_string_equal(st, "queued");
+        free(st);
+        free(id);
+}
+
 static void test_health_metrics(void **state) {
         if (skipped)
                 skip();
@@ -428,6 +541,7 @@ static void test_sigterm_drains(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_submit_publishes_and_get_shows_it),
+                cmocka_unit_test(test_admitted_audit_details),
                 cmocka_unit_test(test_idempotency_key_returns_same_task),
                 cmocka_unit_test(test_bad_token_is_401_and_audited),
                 cmocka_unit_test(test_oversize_413_and_malformed_400),
@@ -435,6 +549,7 @@ int main(void) {
                 cmocka_unit_test(test_index_follows_results_final_wins),
                 cmocka_unit_test(test_cancel_before_start),
                 cmocka_unit_test(test_index_rebuilt_when_redis_loses_it),
+                cmocka_unit_test(test_own_queued_record_indexed_once),
                 cmocka_unit_test(test_health_metrics),
                 cmocka_unit_test(test_sigterm_drains),
         };
