@@ -26,7 +26,7 @@
 #include "watermark.h"
 #include "wire_json.h"
 
-#define INFLIGHT_HOLD   1000 /* requests in flight before fetching pauses */
+#define INFLIGHT_HOLD   1000 /* requests in flight before delivery stops */
 #define INFLIGHT_RESUME 500
 #define RETRY_BASE_MS   200
 #define RETRY_CAP_MS    10000
