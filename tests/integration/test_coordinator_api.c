@@ -339,6 +339,18 @@ static void produce_result_keyed(const char *id, const char *key, Agentfleet__V1
         free(buf);
 }
 
+/* Redis loses the index as after a restart without persistence: the task's entry and the
+ * epoch marker go, so the coordinator must replay `results`. */
+static void index_lose_entry(const char *id) {
+        redisContext *rc = redisConnect("127.0.0.1", H.redis_port);
+        assert_non_null(rc);
+        redisReply *rep = redisCommand(rc, "DEL af:{%s}:status af:idx:epoch", id);
+        assert_non_null(rep);
+        assert_int_equal(rep->integer, 2);
+        freeReplyObject(rep);
+        redisFree(rc);
+}
+
 static void produce_result(const char *id, Agentfleet__V1__TaskStatus st, const char *output) {
         produce_result_keyed(id, id, st, output);
 }
@@ -423,15 +435,7 @@ static void test_index_rebuilt_when_redis_loses_it(void **state) {
         assert_string_equal(st, "succeeded");
         free(st);
 
-        /* Redis loses the index (as after a restart without persistence): the entry and the
-         * epoch marker go. The coordinator notices and replays `results`. */
-        redisContext *rc = redisConnect("127.0.0.1", H.redis_port);
-        assert_non_null(rc);
-        redisReply *rep = redisCommand(rc, "DEL af:{%s}:status af:idx:epoch", id);
-        assert_non_null(rep);
-        assert_int_equal(rep->integer, 2);
-        freeReplyObject(rep);
-        redisFree(rc);
+        index_lose_entry(id);
 
         char path[128];
         snprintf(path, sizeof(path), "/v1/tasks/%s", id);
@@ -502,13 +506,7 @@ static void test_own_queued_record_indexed_once(void **state) {
         free(st);
 
         /* Redis loses the index: the replay applies the own record too */
-        redisContext *rc = redisConnect("127.0.0.1", H.redis_port);
-        assert_non_null(rc);
-        redisReply *rep = redisCommand(rc, "DEL af:{%s}:status af:idx:epoch", id);
-        assert_non_null(rep);
-        assert_int_equal(rep->integer, 2);
-        freeReplyObject(rep);
-        redisFree(rc);
+        index_lose_entry(id);
         st = h_wait_status(id, H_TOKEN_A, "queued", 30000);
         assert_string_equal(st, "queued");
         free(st);
