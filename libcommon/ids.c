@@ -60,14 +60,18 @@ void af_ulid_time_prefix(int64_t unix_ms, char out[11]) {
         out[10] = '\0';
 }
 
-static void ulid_encode(char out[AF_ULID_LEN + 1], int64_t ms, const uint8_t r[10]) {
-        ulid_encode_time(out, ms);
-        /* 80 random bits -> 16 chars of 5 bits, most significant first. */
-        for (int i = 0; i < 16; i++) {
-                int bit = i * 5, v = 0;
-                for (int k = 0; k < 5; k++, bit++)
-                        v = (v << 1) | ((r[bit / 8] >> (7 - bit % 8)) & 1);
-                out[10 + i] = crockford[v];
+void af_ulid_encode(char out[AF_ULID_LEN + 1], int64_t unix_ms, const uint8_t rand80[10]) {
+        ulid_encode_time(out, unix_ms < 0 ? 0 : unix_ms);
+        /* 80 random bits -> 16 chars of 5 bits, most significant first. Two 40-bit halves of 8
+         * chars each: a shift per char, not a loop per bit (every audit event mints a ULID). */
+        for (int half = 0; half < 2; half++) {
+                const uint8_t *b = rand80 + 5 * half;
+                uint64_t v = (uint64_t) b[0] << 32 | (uint64_t) b[1] << 24 | (uint64_t) b[2] << 16 |
+                             (uint64_t) b[3] << 8 | b[4];
+                for (int i = 7; i >= 0; i--) {
+                        out[10 + 8 * half + i] = crockford[v & 31];
+                        v >>= 5;
+                }
         }
         out[AF_ULID_LEN] = '\0';
 }
@@ -89,7 +93,7 @@ void af_ulid_new_at(char out[AF_ULID_LEN + 1], int64_t ms) {
         }
         memcpy(r, ulid_last_rand, sizeof(r));
         pthread_mutex_unlock(&ulid_lock);
-        ulid_encode(out, ms, r);
+        af_ulid_encode(out, ms, r);
 }
 
 void af_ulid_new(char out[AF_ULID_LEN + 1]) {

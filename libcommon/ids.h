@@ -19,6 +19,9 @@ void af_ulid_new_at(char out[AF_ULID_LEN + 1], int64_t unix_ms);
 /* The 10-character time part of every ULID minted at unix_ms, and a NUL: ULIDs of earlier
  * milliseconds sort below it, so it cuts a ULID-ordered set by time. */
 void af_ulid_time_prefix(int64_t unix_ms, char out[11]);
+
+/* The ULID of a time and 80 random bits (big-endian), in Crockford base32. */
+void af_ulid_encode(char out[AF_ULID_LEN + 1], int64_t unix_ms, const uint8_t rand80[10]);
 /* @returns whether s is a syntactically valid ULID (length, alphabet, no overflow). */
 bool af_ulid_valid(const char *s);
 /* @returns the ms timestamp of a valid ULID, -1 otherwise. */

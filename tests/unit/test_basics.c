@@ -82,6 +82,35 @@ static void test_ulid_shape_and_monotonic(void **state) {
         assert_false(af_ulid_valid("01ARZ3NDEKTSV4RRFFQ69G5FAU")); /* U not in alphabet */
 }
 
+/* The 80 random bits, most significant first, 5 at a time: the plain definition. */
+static void ulid_rand_reference(const uint8_t r[10], char out[17]) {
+        static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        for (int i = 0; i < 16; i++) {
+                int v = 0;
+                for (int k = 0; k < 5; k++) {
+                        int bit = i * 5 + k;
+                        v = (v << 1) | ((r[bit / 8] >> (7 - bit % 8)) & 1);
+                }
+                out[i] = crockford[v];
+        }
+        out[16] = '\0';
+}
+
+static void test_ulid_encode_matches_definition(void **state) {
+        const uint8_t known[10] = {0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0x01, 0x23};
+        char got[AF_ULID_LEN + 1], want[17];
+        af_ulid_encode(got, 1700000000000, known);
+        assert_string_equal(got, "01HF7YAT0004HMASW9NF6YY093");
+        for (int n = 0; n < 2000; n++) {
+                uint8_t r[10];
+                af_random_bytes(r, sizeof(r));
+                af_ulid_encode(got, 1700000000000 + n, r);
+                ulid_rand_reference(r, want);
+                assert_string_equal(got + 10, want);
+                assert_int_equal(af_ulid_time_ms(got), 1700000000000 + n);
+        }
+}
+
 static void test_ulid_time_prefix_cuts_by_time(void **state) {
         char prefix[11], early[AF_ULID_LEN + 1], late[AF_ULID_LEN + 1];
         af_ulid_time_prefix(1900000000000, prefix);
@@ -173,6 +202,7 @@ int main(void) {
                 cmocka_unit_test(test_buf_grows_and_respects_cap),
                 cmocka_unit_test(test_buf_printf_long_and_steal),
                 cmocka_unit_test(test_ulid_shape_and_monotonic),
+                cmocka_unit_test(test_ulid_encode_matches_definition),
                 cmocka_unit_test(test_ulid_time_prefix_cuts_by_time),
                 cmocka_unit_test(test_ulid_clock_step_back_keeps_order),
                 cmocka_unit_test(test_backoff_bounds_and_overflow),
