@@ -2,8 +2,9 @@
  * af-kafka-admin: the small admin client that scripts/services uses to bring a broker into
  * service. `wait` blocks until the broker answers a metadata request (readiness is polled,
  * never slept), `create-topics` creates every agentfleet topic in one CreateTopics call
- * (an existing topic is fine, so it can run on every start), and `list-topics` prints the
- * topics the broker knows (for status and for humans).
+ * (an existing topic is fine, so it can run on every start), `delete-topics` deletes the
+ * agentfleet topics of one prefix (a benchmark's or a test's, once it is done with them), and
+ * `list-topics` prints the topics the broker knows (for status and for humans).
  *
  * It uses librdkafka only, no libcommon: the services script compiles it directly with the C
  * compiler when the CMake build is unavailable, so a half-built tree never blocks the broker.
@@ -36,6 +37,7 @@ typedef struct admin_opts_s {
         int replication;
         int timeout_ms; /* overall deadline of the command */
         int verbose;
+        int prefix_given; /* --prefix on the command line, not the default */
 } admin_opts_t;
 
 static long long now_ms(void) {
@@ -51,6 +53,8 @@ static void usage(FILE *out) {
                 "  create-topics --bootstrap B [--prefix P] [--partitions N]\n"
                 "                [--replication R] [--timeout-ms N]\n"
                 "                create the agentfleet topics (existing ones are fine)\n"
+                "  delete-topics --bootstrap B --prefix P [--timeout-ms N]\n"
+                "                delete the agentfleet topics of prefix P (absent ones are fine)\n"
                 "  list-topics   --bootstrap B [--timeout-ms N]\n"
                 "options: -v logs librdkafka's broker chatter to stderr\n");
 }
@@ -288,6 +292,80 @@ out:
         return rc;
 }
 
+/* One DeleteTopics request for the prefix's topics. Only the topic names of the wire contract
+ * under that prefix are named, so nothing else on the broker can go. @returns 0 when none of
+ * them exists afterwards, 1 otherwise. */
+static int cmd_delete_topics(const admin_opts_t *o) {
+        char errstr[512];
+        char names[AF_ADMIN_TOPIC_CNT][256];
+        rd_kafka_DeleteTopic_t *dt[AF_ADMIN_TOPIC_CNT] = {0};
+        rd_kafka_AdminOptions_t *aopts = NULL;
+        rd_kafka_queue_t *q = NULL;
+        rd_kafka_event_t *ev = NULL;
+        int rc = 1, deleted = 0, absent = 0, failed = 0;
+        size_t i;
+        rd_kafka_t *rk;
+
+        /* The default prefix is the production one: deleting it takes saying so. */
+        if (!o->prefix_given) {
+                fprintf(stderr, "af-kafka-admin: delete-topics needs an explicit --prefix\n");
+                return 2;
+        }
+        if (!(rk = client_new(o)))
+                return 1;
+        if (wait_metadata(rk, o, now_ms() + o->timeout_ms))
+                goto out;
+        for (i = 0; i < AF_ADMIN_TOPIC_CNT; i++) {
+                snprintf(names[i], sizeof(names[i]), "%s%s", o->prefix, af_admin_topics[i].suffix);
+                dt[i] = rd_kafka_DeleteTopic_new(names[i]);
+        }
+        q = rd_kafka_queue_new(rk);
+        aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
+        rd_kafka_AdminOptions_set_operation_timeout(aopts, AF_ADMIN_OP_TIMEOUT_MS, errstr,
+                                                    sizeof(errstr));
+        rd_kafka_AdminOptions_set_request_timeout(aopts, AF_ADMIN_OP_TIMEOUT_MS, errstr,
+                                                  sizeof(errstr));
+        rd_kafka_DeleteTopics(rk, dt, AF_ADMIN_TOPIC_CNT, aopts, q);
+        ev = rd_kafka_queue_poll(q, AF_ADMIN_OP_TIMEOUT_MS + 5000);
+        if (!ev || rd_kafka_event_error(ev)) {
+                fprintf(stderr, "af-kafka-admin: DeleteTopics: %s\n",
+                        ev ? rd_kafka_event_error_string(ev) : "no answer");
+                goto out;
+        }
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **trs =
+                rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &cnt);
+        for (i = 0; i < cnt; i++) {
+                rd_kafka_resp_err_t err = rd_kafka_topic_result_error(trs[i]);
+                if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                        deleted++;
+                } else if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+                        absent++;
+                } else {
+                        failed++;
+                        fprintf(stderr, "af-kafka-admin: %s: %s\n",
+                                rd_kafka_topic_result_name(trs[i]), rd_kafka_err2str(err));
+                }
+        }
+        if (!failed) {
+                printf("topics with prefix \"%s\": %d deleted, %d were not there\n", o->prefix,
+                       deleted, absent);
+                rc = 0;
+        }
+out:
+        if (ev)
+                rd_kafka_event_destroy(ev);
+        if (aopts)
+                rd_kafka_AdminOptions_destroy(aopts);
+        for (i = 0; i < AF_ADMIN_TOPIC_CNT; i++)
+                if (dt[i])
+                        rd_kafka_DeleteTopic_destroy(dt[i]);
+        if (q)
+                rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+        return rc;
+}
+
 static int cmd_list_topics(const admin_opts_t *o) {
         long long deadline = now_ms() + o->timeout_ms;
         const struct rd_kafka_metadata *md = NULL;
@@ -348,9 +426,10 @@ int main(int argc, char **argv) {
                 }
                 if (!strcmp(a, "--bootstrap"))
                         o.bootstrap = v;
-                else if (!strcmp(a, "--prefix"))
+                else if (!strcmp(a, "--prefix")) {
                         o.prefix = v;
-                else if (!strcmp(a, "--partitions"))
+                        o.prefix_given = 1;
+                } else if (!strcmp(a, "--partitions"))
                         intp = &o.partitions;
                 else if (!strcmp(a, "--replication"))
                         intp = &o.replication;
@@ -378,6 +457,8 @@ int main(int argc, char **argv) {
                 return cmd_wait(&o);
         if (!strcmp(o.cmd, "create-topics"))
                 return cmd_create_topics(&o);
+        if (!strcmp(o.cmd, "delete-topics"))
+                return cmd_delete_topics(&o);
         if (!strcmp(o.cmd, "list-topics"))
                 return cmd_list_topics(&o);
         fprintf(stderr, "af-kafka-admin: unknown command %s\n", o.cmd);
