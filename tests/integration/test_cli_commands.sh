@@ -33,6 +33,8 @@ PIDS=()
 cleanup() {
         for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
         for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+        [[ -z "${TOPICS_MADE:-}" ]] || "$BIN/af-kafka-admin" delete-topics \
+                --bootstrap "$AF_TEST_KAFKA" --prefix "$PREFIX" >/dev/null 2>&1 || true
         rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -98,6 +100,7 @@ sed -n 2p "$CLAIMS" >"$WORK/claim2.json"
 
 "$BIN/af-kafka-admin" create-topics --bootstrap "$AF_TEST_KAFKA" --prefix "$PREFIX" \
         --partitions 3 >"$WORK/topics.log" 2>&1 || fail "creating topics"
+TOPICS_MADE=1
 
 "$BIN/agentfleet-simagent" --config "$AGENTFLEET_CONFIG" >"$WORK/simagent.log" 2>&1 &
 PIDS+=($!)

@@ -57,6 +57,7 @@ fleet_init() {
 
         "$BIN/af-kafka-admin" create-topics --bootstrap "$AF_TEST_KAFKA" --prefix "$PREFIX" \
                 --partitions 4 >"$WORK/topics.out" 2>&1 || fleet_fail "creating topics"
+        FLEET_TOPICS=1
 }
 
 # fleet_setup NAME: what every test needs, services or not: the source and build folders,
@@ -124,11 +125,18 @@ fleet_cleanup() {
                         sanitized=1
                 fi
         done
-        # FLEET_KEEP_WORK=1 keeps the logs (e.g. to read sanitizer reports of a debug build).
+        # FLEET_KEEP_WORK=1 keeps the logs (e.g. to read sanitizer reports of a debug build)
+        # and the test's topics; otherwise both go, so repeated runs do not pile up
+        # partitions on a long-lived broker.
         if [[ "${FLEET_KEEP_WORK:-0}" == 1 ]]; then
-                echo "logs kept in $WORK" >&2
-        elif [[ -n "${WORK:-}" ]]; then
-                rm -rf "$WORK"
+                echo "logs and topics ($PREFIX*) kept in $WORK" >&2
+        else
+                if [[ "${FLEET_TOPICS:-0}" == 1 ]]; then
+                        "$BIN/af-kafka-admin" delete-topics --bootstrap "$AF_TEST_KAFKA" \
+                                --prefix "$PREFIX" >/dev/null 2>&1 ||
+                                echo "note: topics $PREFIX* not deleted" >&2
+                fi
+                [[ -z "${WORK:-}" ]] || rm -rf "$WORK"
         fi
         [[ $sanitized == 0 ]] || exit 1
 }
