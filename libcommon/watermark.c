@@ -130,6 +130,11 @@ af_err_t af_watermark_track(af_watermark_t *wm, int topic, int32_t partition, in
         return AF_OK;
 }
 
+bool af_watermark_current(const af_watermark_t *wm, int topic, int32_t partition, uint32_t epoch) {
+        const wm_part_t *p = wm_part((af_watermark_t *) wm, topic, partition, false);
+        return p && p->active && p->epoch == epoch;
+}
+
 int64_t af_watermark_done(af_watermark_t *wm, int topic, int32_t partition, uint32_t epoch,
                           int64_t offset) {
         wm_part_t *p = wm_part(wm, topic, partition, false);

@@ -15,6 +15,7 @@
 #ifndef AF_WATERMARK_H
 #define AF_WATERMARK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,10 @@ af_err_t af_watermark_track(af_watermark_t *wm, int topic, int32_t partition, in
  * partition/epoch is no longer tracked). */
 int64_t af_watermark_done(af_watermark_t *wm, int topic, int32_t partition, uint32_t epoch,
                           int64_t offset);
+
+/* @returns whether partition is still tracked under epoch (not revoked or reassigned since):
+ * whether work for one of its offsets still counts here. */
+bool af_watermark_current(const af_watermark_t *wm, int topic, int32_t partition, uint32_t epoch);
 
 /* Offsets tracked and not yet committable, over all partitions (done or not). */
 size_t af_watermark_pending(const af_watermark_t *wm);

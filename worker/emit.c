@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "agentfleet/v1/event.pb-c.h"
+#include "backoff.h"
 #include "clock.h"
 #include "dlq.h"
 #include "ids.h"
@@ -348,53 +349,161 @@ void af_emit_lifecycle(af_worker_t *w, Agentfleet__V1__LifecycleKind kind, const
 
 /* ---- dead letters ------------------------------------------------------------------------ */
 
-typedef struct {
+/* A dead letter on its way: it owns copies of what the record carries, because the consumed
+ * message is gone once the consume callback returns and a failed delivery is sent again. Its
+ * offset counts as done only when Kafka acknowledged the record: a poison message is never
+ * skipped without a trace in `dlq`. */
+struct af_emit_dlq_s {
         af_worker_t *w;
         int topic_idx;
         int32_t partition;
         uint32_t epoch;
         int64_t offset;
-} emit_dlq_ctx_t;
+        af_dlq_entry_t e; /* its pointers point into this struct's copies */
+        char *task_id;
+        char *reason;
+        void *original;
+        void *key;
+        uint32_t tries;
+        af_timer_t *timer; /* the next send after a failure */
+        TAILQ_ENTRY(af_emit_dlq_s) link;
+};
+
+static void dlq_free(af_emit_dlq_t *d) {
+        TAILQ_REMOVE(&d->w->dead_letters, d, link);
+        af_timer_destroy(d->timer);
+        free(d->task_id);
+        free(d->reason);
+        free(d->original);
+        free(d->key);
+        free(d);
+}
+
+static void *dup_bytes(const void *p, size_t n) {
+        void *q = p ? malloc(n ? n : 1) : NULL;
+        if (q)
+                memcpy(q, p, n);
+        return q;
+}
+
+static void dlq_send(af_emit_dlq_t *d);
+
+static void dlq_resend_cb(void *opaque) {
+        dlq_send(opaque);
+}
+
+/* The record was not accepted or not delivered. Too large with the original inside: send it
+ * without (the original stays readable at its source offset while the topic retains it).
+ * Otherwise send again with back-off while this worker still owns the partition; when it does
+ * not (revoked, or stopping), the offset stays uncommitted and the next owner dead-letters
+ * the message again. */
+static void dlq_failed(af_emit_dlq_t *d, af_err_t err, const char *errstr) {
+        af_worker_t *w = d->w;
+        const char *topic = w->topics[d->topic_idx];
+
+        if (err == AF_ERR_TOO_LARGE && d->e.original) {
+                char *why = NULL;
+                if (asprintf(&why,
+                             "%s (original omitted: too large for %s; it stays at %s[%d]@%" PRId64
+                             ")",
+                             d->reason, w->dlq_topic, topic, (int) d->partition, d->offset) >= 0) {
+                        free(d->reason);
+                        d->reason = why;
+                        d->e.reason = why;
+                }
+                af_warn("dead letter for %s[%d]@%" PRId64 " too large (%s): sending it without "
+                        "the original message",
+                        topic, (int) d->partition, d->offset, errstr);
+                free(d->original);
+                d->original = NULL;
+                d->e.original = NULL;
+                d->e.original_len = 0;
+                dlq_send(d);
+                return;
+        }
+        if (w->stopped || !af_watermark_current(w->wm, d->topic_idx, d->partition, d->epoch)) {
+                af_warn("dead letter for %s[%d]@%" PRId64 " not delivered (%s): the offset stays "
+                        "uncommitted, so its next owner dead-letters it again",
+                        topic, (int) d->partition, d->offset, errstr);
+                dlq_free(d);
+                return;
+        }
+        int64_t delay = af_backoff_delay_ms(++d->tries, EMIT_RESEND_MS, 60 * 1000);
+        af_error("dead letter for %s[%d]@%" PRId64 " not delivered (%s): sending again in %" PRId64
+                 " ms; the partition's commits wait for it",
+                 topic, (int) d->partition, d->offset, errstr, delay);
+        if (!d->timer)
+                d->timer = af_timer_new(w->loop, dlq_resend_cb, d);
+        if (!d->timer) {
+                dlq_free(d); /* out of memory: uncommitted, redelivered after a restart */
+                return;
+        }
+        af_timer_start(d->timer, delay, false);
+}
 
 static void emit_on_dead_letter(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
                                 void *opaque) {
-        emit_dlq_ctx_t *ctx = opaque;
+        af_emit_dlq_t *d = opaque;
 
+        if (err) {
+                dlq_failed(d, err, errstr ? errstr : af_err2str(err));
+                return;
+        }
+        af_consume_dead_letter_done(d->w, d->topic_idx, d->partition, d->epoch, d->offset);
+        dlq_free(d);
+}
+
+static void dlq_send(af_emit_dlq_t *d) {
+        char errstr[256] = "";
+        af_err_t err = af_dlq_send(d->w->producer, d->w->dlq_topic, &d->e, emit_on_dead_letter, d,
+                                   errstr, sizeof(errstr));
         if (err)
-                /* librdkafka retried up to message.timeout.ms: the poison message is logged
-                 * here and stays in its task topic, behind the committed offset. */
-                af_error("dead letter for %s[%d]@%" PRId64 " not delivered: %s",
-                         ctx->w->topics[ctx->topic_idx], (int) ctx->partition, ctx->offset,
-                         errstr ? errstr : af_err2str(err));
-        af_consume_dead_letter_done(ctx->w, ctx->topic_idx, ctx->partition, ctx->epoch,
-                                    ctx->offset);
-        free(ctx);
+                dlq_failed(d, err, errstr);
 }
 
 void af_emit_dead_letter(af_worker_t *w, const af_kafka_msg_t *msg, int topic_idx, uint32_t epoch,
                          const char *task_id, const char *reason) {
-        af_dlq_entry_t e;
-        emit_dlq_ctx_t *ctx = malloc(sizeof(*ctx));
-        char errstr[256] = "";
+        af_emit_dlq_t *d = calloc(1, sizeof(*d));
 
         af_log_task(AF_LOG_WARN, task_id, NULL, "dead-lettering %s[%d]@%" PRId64 ": %s", msg->topic,
                     (int) msg->partition, msg->offset, reason);
         w->n_dead_lettered++;
         af_observe_dead_letter();
-        af_dlq_entry_from_msg(&e, msg);
-        e.task_id = task_id;
-        e.component = w->actor;
-        e.err = AF_ERR_INVALID;
-        e.retriable = false;
-        e.reason = reason;
-        if (ctx) {
-                *ctx = (emit_dlq_ctx_t){w, topic_idx, msg->partition, epoch, msg->offset};
-                if (af_dlq_send(w->producer, w->dlq_topic, &e, emit_on_dead_letter, ctx, errstr,
-                                sizeof(errstr)) == AF_OK)
-                        return;
-                free(ctx);
+        if (d) {
+                *d = (af_emit_dlq_t){.w = w,
+                                     .topic_idx = topic_idx,
+                                     .partition = msg->partition,
+                                     .epoch = epoch,
+                                     .offset = msg->offset};
+                TAILQ_INSERT_TAIL(&w->dead_letters, d, link);
+                af_dlq_entry_from_msg(&d->e, msg);
+                d->task_id = task_id ? strdup(task_id) : NULL;
+                d->reason = strdup(reason);
+                d->original = dup_bytes(msg->value, msg->value_len);
+                d->key = dup_bytes(msg->key, msg->key_len);
         }
-        af_error("dead letter for %s[%d]@%" PRId64 " not produced: %s", msg->topic,
-                 (int) msg->partition, msg->offset, ctx ? errstr : "out of memory");
-        /* Not sendable now: the offset stays uncommitted, so a restart tries again. */
+        if (!d || (task_id && !d->task_id) || !d->reason || (msg->value && !d->original) ||
+            (msg->key && !d->key)) {
+                af_error("dead letter for %s[%d]@%" PRId64 " not produced: out of memory; the "
+                         "offset stays uncommitted",
+                         msg->topic, (int) msg->partition, msg->offset);
+                if (d)
+                        dlq_free(d);
+                return;
+        }
+        d->e.source_topic = w->topics[topic_idx];
+        d->e.task_id = d->task_id;
+        d->e.reason = d->reason;
+        d->e.original = d->original;
+        d->e.original_key = d->key;
+        d->e.component = w->actor;
+        d->e.err = AF_ERR_INVALID;
+        d->e.retriable = false;
+        dlq_send(d);
+}
+
+void af_emit_dead_letters_free(af_worker_t *w) {
+        af_emit_dlq_t *d;
+        while ((d = TAILQ_FIRST(&w->dead_letters)))
+                dlq_free(d);
 }

@@ -299,6 +299,7 @@ static void worker_teardown(af_worker_t *w) {
         w->redis = NULL;
         af_producer_destroy(w->producer);
         w->producer = NULL;
+        af_emit_dead_letters_free(w);
         while ((t = TAILQ_FIRST(&w->tasks))) {
                 t->pending_acks = 0;
                 af_wtask_retire(t, false);
@@ -325,6 +326,7 @@ int main(int argc, char **argv) {
 
         memset(&w, 0, sizeof(w));
         TAILQ_INIT(&w.tasks);
+        TAILQ_INIT(&w.dead_letters);
         w.conf = af_config_new();
         if (!w.conf) {
                 fprintf(stderr, "agentfleet-worker: out of memory\n");

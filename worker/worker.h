@@ -140,6 +140,8 @@ struct af_wtask_s {
 };
 
 TAILQ_HEAD(af_wtask_list_s, af_wtask_s);
+typedef struct af_emit_dlq_s af_emit_dlq_t;
+TAILQ_HEAD(af_emit_dlq_list_s, af_emit_dlq_s);
 
 struct af_worker_s {
         af_loop_t *loop;
@@ -172,7 +174,8 @@ struct af_worker_s {
         int64_t http_timeout_ms;
         int64_t max_response;
 
-        struct af_wtask_list_s tasks; /* in flight */
+        struct af_wtask_list_s tasks;           /* in flight */
+        struct af_emit_dlq_list_s dead_letters; /* being produced, or waiting to be again */
         int64_t in_flight;
         bool held;              /* consumer held (concurrency or drain) */
         bool redis_down_logged; /* one log line per outage */
@@ -273,9 +276,12 @@ void af_details_bool(af_details_t *d, const char *key, bool value);
 const char *af_details_end(af_details_t *d);
 void af_emit_lifecycle(af_worker_t *w, Agentfleet__V1__LifecycleKind kind, const char *task_id,
                        const char *endpoint, const char *detail);
-/* Dead-letter a message that is not a valid Task; the offset counts as done on ack. */
+/* Dead-letter a message that is not a valid Task; the offset counts as done on ack (a failed
+ * delivery is sent again while the partition is ours). */
 void af_emit_dead_letter(af_worker_t *w, const af_kafka_msg_t *msg, int topic_idx, uint32_t epoch,
                          const char *task_id, const char *reason);
+/* Free the dead letters still waiting to be sent again (teardown, after the producer). */
+void af_emit_dead_letters_free(af_worker_t *w);
 
 /* ---- observe.c ---------------------------------------------------------------------------- */
 /* Register the metrics; serve them when worker.metrics_port > 0. @returns 0 or -1. */

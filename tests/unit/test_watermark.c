@@ -82,13 +82,18 @@ static void test_revoked_partition_ignores_late_completions(void **state) {
         uint32_t old_ep, new_ep;
         assert_int_equal(af_watermark_track(wm, 0, 2, 40, &old_ep), AF_OK);
         assert_int_equal(af_watermark_track(wm, 0, 2, 41, &old_ep), AF_OK);
+        assert_true(af_watermark_current(wm, 0, 2, old_ep));
+        assert_false(af_watermark_current(wm, 0, 3, old_ep)); /* never tracked */
         af_watermark_revoke(wm, 0, 2);
+        assert_false(af_watermark_current(wm, 0, 2, old_ep));
         assert_int_equal(af_watermark_pending(wm), 0);
         assert_int_equal(af_watermark_done(wm, 0, 2, old_ep, 40), -1);
         /* Assigned again, redelivered from the committed offset: a new epoch. */
         af_watermark_assign(wm, 0, 2);
         assert_int_equal(af_watermark_track(wm, 0, 2, 40, &new_ep), AF_OK);
         assert_true(new_ep != old_ep);
+        assert_false(af_watermark_current(wm, 0, 2, old_ep));
+        assert_true(af_watermark_current(wm, 0, 2, new_ep));
         /* The stale task of the old assignment finishing does not move the new watermark. */
         assert_int_equal(af_watermark_done(wm, 0, 2, old_ep, 40), -1);
         assert_int_equal(af_watermark_done(wm, 0, 2, new_ep, 40), 41);

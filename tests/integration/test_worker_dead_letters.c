@@ -1,0 +1,370 @@
+/*
+ * test_worker_dead_letters: a poison message on a task topic is never skipped without a trace
+ * in `dlq`, on the real broker, with the real worker binary.
+ *
+ *  - Too large: the dlq topic takes at most 4000 bytes a record; a 6000-byte poison message
+ *    does not fit with its envelope. The broker refuses it, and the worker sends the dead
+ *    letter again without the original bytes, its reason saying so and where the original
+ *    stays. Then, and only then, the offset is committed past the poison message.
+ *  - Not deliverable for a while: the dlq topic is deleted (the producer's message timeout is
+ *    2 s), a poison message arrives, and the worker's committed offset stays below it while
+ *    the record cannot be written; once the topic exists again, the dead letter arrives with
+ *    the original bytes and the offset moves past it.
+ *  - Then SIGTERM: the worker exits 0 without a sanitizer report.
+ *
+ * Needs AF_TEST_KAFKA, AF_TEST_REDIS_PORT and AF_BINARY_DIR (prints SKIP without the first
+ * two). One partition per topic, so offsets are easy to follow.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+
+#include "support/support.h"
+#include "agentfleet/v1/dlq.pb-c.h"
+#include "clock.h"
+#include "ids.h"
+#include "kafka.h"
+
+#define DEADLINE_MS 60000
+#define DLQ_MAX     "4000" /* the dlq topic's max.message.bytes */
+
+static struct {
+        const char *bootstrap;
+        char prefix[64];
+        char dir[128];
+        char conf_path[256];
+        char log_path[256];
+        char t_tasks[256], t_dlq[256], group[128];
+        pid_t worker;
+        af_loop_t *loop;
+        af_config_t *conf;
+        af_producer_t *producer;
+        int64_t produced_offset; /* of the last raw message, once acknowledged */
+        bool produced;
+} R;
+
+/* ---- Kafka helpers ------------------------------------------------------------------------ */
+
+static rd_kafka_t *client(rd_kafka_type_t type, const char *group) {
+        char errstr[512];
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        assert_int_equal(
+                rd_kafka_conf_set(c, "bootstrap.servers", R.bootstrap, errstr, sizeof(errstr)),
+                RD_KAFKA_CONF_OK);
+        if (group)
+                assert_int_equal(rd_kafka_conf_set(c, "group.id", group, errstr, sizeof(errstr)),
+                                 RD_KAFKA_CONF_OK);
+        rd_kafka_conf_set(c, "log_level", "0", errstr, sizeof(errstr));
+        rd_kafka_t *rk = rd_kafka_new(type, c, errstr, sizeof(errstr));
+        assert_non_null(rk);
+        return rk;
+}
+
+/* Delete the dlq topic (deleting = true) or create it with its size limit, and wait until the
+ * metadata agrees. */
+static void dlq_topic(bool deleting) {
+        char errstr[256];
+        rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, NULL);
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_event_t *ev;
+
+        if (deleting) {
+                rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(R.t_dlq);
+                rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
+                rd_kafka_DeleteTopic_destroy(dt);
+        } else {
+                rd_kafka_NewTopic_t *nt =
+                        rd_kafka_NewTopic_new(R.t_dlq, 1, 1, errstr, sizeof(errstr));
+                assert_non_null(nt);
+                assert_int_equal(rd_kafka_NewTopic_set_config(nt, "max.message.bytes", DLQ_MAX),
+                                 RD_KAFKA_RESP_ERR_NO_ERROR);
+                rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+                rd_kafka_NewTopic_destroy(nt);
+        }
+        ev = rd_kafka_queue_poll(q, 30000);
+        assert_non_null(ev);
+        assert_int_equal(rd_kafka_event_error(ev), RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_event_destroy(ev);
+        for (int i = 0; i < 150; i++) {
+                const struct rd_kafka_metadata *md = NULL;
+                bool listed = false, led = false;
+                if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                        for (int t = 0; t < md->topic_cnt; t++)
+                                if (!strcmp(md->topics[t].topic, R.t_dlq) && !md->topics[t].err) {
+                                        listed = true;
+                                        led = md->topics[t].partition_cnt == 1 &&
+                                              md->topics[t].partitions[0].leader >= 0;
+                                }
+                        rd_kafka_metadata_destroy(md);
+                }
+                if (deleting ? !listed : led)
+                        break;
+                usleep(200 * 1000);
+        }
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+}
+
+/* The worker group's committed offset of tasks.default[0] (-1 when none). */
+static int64_t committed(void) {
+        rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, R.group);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        int64_t off = -1;
+        rd_kafka_topic_partition_list_add(l, R.t_tasks, 0);
+        if (rd_kafka_committed(rk, l, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR && !l->elems[0].err)
+                off = l->elems[0].offset;
+        rd_kafka_topic_partition_list_destroy(l);
+        rd_kafka_destroy(rk);
+        return off;
+}
+
+/* The dead letter of source offset `offset`, read from the start of dlq[0] (caller frees),
+ * or NULL when there is none (yet). */
+static Agentfleet__V1__DeadLetter *dead_letter_of(int64_t offset) {
+        char reader[160];
+        snprintf(reader, sizeof(reader), "%sreader", R.prefix); /* assign() wants a group.id */
+        rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, reader);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        Agentfleet__V1__DeadLetter *found = NULL;
+        int64_t lo = 0, hi = 0;
+
+        if (rd_kafka_query_watermark_offsets(rk, R.t_dlq, 0, &lo, &hi, 5000) || hi <= lo) {
+                rd_kafka_topic_partition_list_destroy(l);
+                rd_kafka_destroy(rk);
+                return NULL;
+        }
+        rd_kafka_topic_partition_list_add(l, R.t_dlq, 0)->offset = lo;
+        assert_int_equal(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+        for (int64_t seen = lo; seen < hi && !found;) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 5000);
+                if (!m)
+                        break;
+                if (!m->err) {
+                        seen = m->offset + 1;
+                        Agentfleet__V1__DeadLetter *d =
+                                agentfleet__v1__dead_letter__unpack(NULL, m->len, m->payload);
+                        if (d && d->source_offset == offset)
+                                found = d;
+                        else if (d)
+                                agentfleet__v1__dead_letter__free_unpacked(d, NULL);
+                }
+                rd_kafka_message_destroy(m);
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+        rd_kafka_destroy(rk);
+        return found;
+}
+
+static void on_produced(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
+                        void *opaque) {
+        assert_int_equal(err, AF_OK);
+        R.produced_offset = offset;
+        R.produced = true;
+}
+
+/* Produce raw bytes to tasks.default[0]; @returns their offset. */
+static int64_t produce_poison(const void *val, size_t len) {
+        char errstr[256];
+        R.produced = false;
+        assert_int_equal(af_producer_send(R.producer, R.t_tasks, 0, "poison", 6, val, len, NULL, 0,
+                                          on_produced, NULL, errstr, sizeof(errstr)),
+                         AF_OK);
+        assert_true(af_test_loop_until(R.loop, af_test_flag_set, &R.produced, DEADLINE_MS));
+        return R.produced_offset;
+}
+
+static bool log_has(const char *needle) {
+        FILE *f = fopen(R.log_path, "r");
+        char line[8192];
+        bool found = false;
+        while (f && !found && fgets(line, sizeof(line), f))
+                found = strstr(line, needle) != NULL;
+        if (f)
+                fclose(f);
+        return found;
+}
+
+/* ---- setup -------------------------------------------------------------------------------- */
+
+static void write_config(void) {
+        FILE *f = fopen(R.conf_path, "w");
+        assert_non_null(f);
+        fprintf(f,
+                "log: {level: info}\n"
+                "topic: {prefix: \"%s\"}\n"
+                "kafka:\n  bootstrap.servers: \"%s\"\n  session.timeout.ms: 6000\n"
+                "  message.timeout.ms: 2000\n"
+                "redis: {host: 127.0.0.1, port: %s}\n"
+                "worker:\n  id: dlq-test\n  group_id: \"%s\"\n  lanes: default\n"
+                "  drain_timeout: 2s\n"
+                "integrations:\n"
+                "  nowhere:\n    method: POST\n    url: \"http://127.0.0.1:9/nowhere\"\n"
+                "task_types:\n"
+                "  nowhere.call: {integration: nowhere, lane: default}\n",
+                R.prefix, R.bootstrap, getenv("AF_TEST_REDIS_PORT"), R.group);
+        fclose(f);
+}
+
+static int group_setup(void **state) {
+        char errstr[512], cmd[1024], ulid[27];
+
+        af_ulid_new(ulid);
+        snprintf(R.prefix, sizeof(R.prefix), "wdl%.10s.", ulid + 16);
+        for (char *p = R.prefix; *p; p++)
+                *p = (char) (*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+        snprintf(R.group, sizeof(R.group), "%sworkers", R.prefix);
+        snprintf(R.dir, sizeof(R.dir), "/tmp/af-worker-dlq-XXXXXX");
+        assert_non_null(mkdtemp(R.dir));
+        snprintf(R.conf_path, sizeof(R.conf_path), "%s/agentfleet.yaml", R.dir);
+        snprintf(R.log_path, sizeof(R.log_path), "%s/worker.log", R.dir);
+
+        R.loop = af_loop_new(errstr, sizeof(errstr));
+        assert_non_null(R.loop);
+        R.conf = af_config_new();
+        assert_int_equal(af_config_set(R.conf, "kafka.bootstrap.servers", R.bootstrap, errstr,
+                                       sizeof(errstr)),
+                         AF_OK);
+        assert_int_equal(af_config_set(R.conf, "topic.prefix", R.prefix, errstr, sizeof(errstr)),
+                         AF_OK);
+        af_kafka_topic(R.conf, "tasks.default", R.t_tasks, sizeof(R.t_tasks));
+        af_kafka_topic(R.conf, "dlq", R.t_dlq, sizeof(R.t_dlq));
+        snprintf(cmd, sizeof(cmd),
+                 "\"%s/af-kafka-admin\" create-topics --bootstrap %s --prefix %s "
+                 "--partitions 1 >/dev/null",
+                 getenv("AF_BINARY_DIR"), R.bootstrap, R.prefix);
+        assert_int_equal(system(cmd), 0);
+        dlq_topic(true);
+        dlq_topic(false); /* again, with the size limit */
+        R.producer = af_producer_new(R.loop, R.conf, errstr, sizeof(errstr));
+        assert_non_null(R.producer);
+
+        write_config();
+        R.worker = fork();
+        assert_true(R.worker >= 0);
+        if (R.worker == 0) {
+                char bin[512];
+                snprintf(bin, sizeof(bin), "%s/agentfleet-worker", getenv("AF_BINARY_DIR"));
+                if (!freopen(R.log_path, "w", stderr))
+                        _exit(126);
+                execl(bin, bin, "--config", R.conf_path, (char *) NULL);
+                _exit(127);
+        }
+        return 0;
+}
+
+static int group_teardown(void **state) {
+        if (R.worker > 0) {
+                kill(R.worker, SIGTERM);
+                waitpid(R.worker, NULL, 0);
+        }
+        af_producer_destroy(R.producer);
+        if (R.conf)
+                af_test_delete_topics(R.conf, R.bootstrap);
+        af_config_destroy(R.conf);
+        af_loop_destroy(R.loop);
+        if (!getenv("AF_TEST_KEEP")) {
+                char cmd[256];
+                snprintf(cmd, sizeof(cmd), "rm -rf %s", R.dir);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "could not remove %s\n", R.dir);
+        }
+        return 0;
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static Agentfleet__V1__DeadLetter *wait_dead_letter(int64_t offset) {
+        Agentfleet__V1__DeadLetter *d = NULL;
+        int64_t deadline = af_clock_mono_ms() + DEADLINE_MS;
+        while (!(d = dead_letter_of(offset)) && af_clock_mono_ms() < deadline)
+                af_test_loop_until(R.loop, NULL, NULL, 250);
+        return d;
+}
+
+static bool wait_committed_past(int64_t offset) {
+        int64_t deadline = af_clock_mono_ms() + DEADLINE_MS;
+        while (committed() <= offset && af_clock_mono_ms() < deadline)
+                af_test_loop_until(R.loop, NULL, NULL, 250);
+        return committed() > offset;
+}
+
+static void test_too_large_dead_letter_goes_without_its_original(void **state) {
+        size_t len = 6000;
+        uint8_t *poison = malloc(len);
+        assert_non_null(poison);
+        /* Not a valid Task (wire type 7 in the first tag), and random after that so that the
+         * producer's compression cannot shrink the record under the topic's limit. */
+        af_random_bytes(poison, len);
+        memcpy(poison, "\xff\xff\xff\x07", 4);
+        int64_t off = produce_poison(poison, len);
+        free(poison);
+
+        Agentfleet__V1__DeadLetter *d = wait_dead_letter(off);
+        assert_non_null(d);
+        assert_int_equal(d->original.len, 0);
+        assert_non_null(strstr(d->reason, "not a valid agentfleet.v1.Task"));
+        assert_non_null(strstr(d->reason, "original omitted: too large for"));
+        assert_non_null(strstr(d->reason, R.t_tasks));
+        assert_string_equal(d->source_topic, R.t_tasks);
+        agentfleet__v1__dead_letter__free_unpacked(d, NULL);
+        assert_true(wait_committed_past(off));
+        assert_true(log_has("sending it without the original message"));
+}
+
+static void test_undeliverable_dead_letter_holds_the_offset_until_sent(void **state) {
+        static const char poison[] = "\xff\xff\xff\x07garbage";
+        dlq_topic(true);
+        int64_t off = produce_poison(poison, sizeof(poison) - 1);
+
+        /* Three message timeouts: the record cannot be written, and nothing moves past it. */
+        af_test_loop_until(R.loop, NULL, NULL, 6000);
+        assert_true(committed() <= off);
+        assert_true(log_has("sending again in"));
+
+        dlq_topic(false);
+        Agentfleet__V1__DeadLetter *d = wait_dead_letter(off);
+        assert_non_null(d);
+        assert_int_equal(d->original.len, sizeof(poison) - 1);
+        assert_memory_equal(d->original.data, poison, sizeof(poison) - 1);
+        agentfleet__v1__dead_letter__free_unpacked(d, NULL);
+        assert_true(wait_committed_past(off));
+}
+
+/* SIGTERM: the worker drains and exits 0, with no sanitizer report in its log (an ASan build
+ * checks the dead letters' memory, including the ones freed at teardown). */
+static void test_worker_exits_cleanly(void **state) {
+        int status = -1;
+        assert_int_equal(kill(R.worker, SIGTERM), 0);
+        assert_int_equal(waitpid(R.worker, &status, 0), R.worker);
+        R.worker = 0;
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        assert_false(log_has("ERROR: AddressSanitizer"));
+        assert_false(log_has("ERROR: LeakSanitizer"));
+        assert_false(log_has("runtime error:"));
+}
+
+int main(void) {
+        R.bootstrap = getenv("AF_TEST_KAFKA");
+        if (!R.bootstrap || !getenv("AF_TEST_REDIS_PORT")) {
+                printf("SKIP: AF_TEST_KAFKA or AF_TEST_REDIS_PORT is not set\n");
+                return 0;
+        }
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_too_large_dead_letter_goes_without_its_original),
+                cmocka_unit_test(test_undeliverable_dead_letter_holds_the_offset_until_sent),
+                cmocka_unit_test(test_worker_exits_cleanly),
+        };
+        return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
