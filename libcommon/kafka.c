@@ -359,10 +359,13 @@ af_err_t af_producer_send(af_producer_t *p, const char *topic, int32_t partition
                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(kh),
                                  RD_KAFKA_V_OPAQUE(dr), RD_KAFKA_V_END);
         if (kerr) {
-                /* Queue full is back-pressure: the caller waits for reports and retries. */
+                /* Queue full is back-pressure: the caller waits for reports and retries. Too
+                 * large (over message.max.bytes) is told apart: retrying never helps, and the
+                 * caller may send something smaller instead, as when the broker refuses it. */
                 err = kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL || kerr == RD_KAFKA_RESP_ERR__FATAL
                               ? AF_ERR_UNAVAILABLE
-                              : AF_ERR_INVALID;
+                      : kerr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? AF_ERR_TOO_LARGE
+                                                                     : AF_ERR_INVALID;
                 af_errstr(err, errstr, errstr_size, "produce to %s: %s", topic,
                           rd_kafka_err2str(kerr));
                 goto out;

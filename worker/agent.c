@@ -241,7 +241,7 @@ static void agent_on_model(const af_http_response_t *resp, const af_error_t *err
         }
         af_chat_reply_clear(&run->reply);
         free(t->output);
-        t->output = json_dumps(out, JSON_COMPACT);
+        t->output = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
         json_decref(out);
         agent_price(t);
         if (!t->output) {

@@ -128,12 +128,66 @@ static void emit_on_ack(af_err_t err, const char *errstr, int32_t partition, int
                 af_wtask_retire(t, t->retire_done);
 }
 
+/* Kafka refuses the result as too large (the producer's message.max.bytes, or the results
+ * topic's max.message.bytes): sending it again would never end, and the task and its
+ * partition would wait forever. Replace it, once, by the same record FAILED with
+ * result_too_large and no output, which does fit. Works on the packed bytes, so a result
+ * re-emitted from the done record is replaced the same way. @returns whether it was. */
+static bool emit_result_replace(af_wtask_t *t, const char *why) {
+        Agentfleet__V1__TaskResult *r;
+        Agentfleet__V1__Error e = AGENTFLEET__V1__ERROR__INIT, *old_error;
+        char *old_output, msg[256];
+        uint8_t *bytes;
+        size_t len;
+
+        if (t->result_replaced ||
+            !(r = agentfleet__v1__task_result__unpack(NULL, t->result_len, t->result)))
+                return false;
+        snprintf(msg, sizeof(msg),
+                 "result of %zu bytes refused by Kafka (%s); raise message.max.bytes of the "
+                 "producer and the results topic, or have the handler return less",
+                 t->result_len, why);
+        e.code = "result_too_large";
+        e.message = msg;
+        old_output = r->output;
+        old_error = r->error;
+        r->status = AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_FAILED;
+        r->output = (char *) protobuf_c_empty_string;
+        r->error = &e;
+        len = agentfleet__v1__task_result__get_packed_size(r);
+        bytes = malloc(len ? len : 1);
+        if (bytes)
+                agentfleet__v1__task_result__pack(r, bytes);
+        r->output = old_output;
+        r->error = old_error;
+        agentfleet__v1__task_result__free_unpacked(r, NULL);
+        if (!bytes)
+                return false;
+        af_log_task(AF_LOG_ERROR, t->task->id, t->task->traceparent,
+                    "%s: sending a FAILED result instead", msg);
+        free(t->result);
+        t->result = bytes;
+        t->result_len = len;
+        t->result_replaced = true;
+        t->status = AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_FAILED;
+        af_error_set_retriable(&t->error, AF_ERR_TOO_LARGE, false, "%s", msg);
+        t->error_code = "result_too_large";
+        return true;
+}
+
 static void emit_on_result(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
                            void *opaque) {
         af_wtask_t *t = opaque;
         af_worker_t *w = t->w;
 
         t->pending_acks--;
+        if (err == AF_ERR_TOO_LARGE && !w->stopped &&
+            emit_result_replace(t, errstr ? errstr : af_err2str(err))) {
+                /* Its task.result audit said what was refused; this one says what replaced it. */
+                af_emit_audit(t, "task.result_replaced", "error", t->error.msg, NULL);
+                af_emit_result(t);
+                return;
+        }
         if (err) {
                 /* The result is the task's record: send it again until Kafka has it. */
                 af_log_task(AF_LOG_ERROR, t->task->id, t->task->traceparent,
@@ -264,15 +318,20 @@ void af_emit_result(af_wtask_t *t) {
         int64_t run_ms;
         af_err_t err;
 
-        if (t->reemit) {
+        err = emit_send(w, w->results_topic, t->task->id, t->result, t->result_len,
+                        t->task->traceparent, emit_on_result, t);
+        if (err == AF_ERR_TOO_LARGE && emit_result_replace(t, "over message.max.bytes"))
+                err = emit_send(w, w->results_topic, t->task->id, t->result, t->result_len,
+                                t->task->traceparent, emit_on_result, t);
+        if (t->reemit && !t->result_replaced) {
                 Agentfleet__V1__TaskResult *r =
                         agentfleet__v1__task_result__unpack(NULL, t->result_len, t->result);
                 st = r ? r->status : AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_UNSPECIFIED;
                 if (r)
                         agentfleet__v1__task_result__free_unpacked(r, NULL);
+        } else {
+                st = t->status;
         }
-        err = emit_send(w, w->results_topic, t->task->id, t->result, t->result_len,
-                        t->task->traceparent, emit_on_result, t);
         if (err) {
                 af_lease_stage_later(t, EMIT_RESEND_MS);
                 return;

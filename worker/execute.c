@@ -75,7 +75,8 @@ static void execute_integration_done(af_wtask_t *t, json_t *output, const af_err
                 af_execute_fail(t, err, NULL);
         } else {
                 free(t->output);
-                t->output = json_dumps(output, JSON_COMPACT);
+                /* ENCODE_ANY: an integration may answer a bare string or number. */
+                t->output = json_dumps(output, JSON_COMPACT | JSON_ENCODE_ANY);
                 if (!t->output) {
                         af_error_t e;
                         af_error_set(&e, AF_ERR_NOMEM, "cannot serialize the output");

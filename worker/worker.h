@@ -136,7 +136,8 @@ struct af_wtask_s {
         bool reemit;      /* result came from the done record */
         int pending_acks; /* produced messages not yet acknowledged */
         bool result_acked;
-        bool result_audited; /* task.result audit sent (not again on a resend) */
+        bool result_audited;  /* task.result audit sent (not again on a resend) */
+        bool result_replaced; /* Kafka refused the result as too large: a FAILED one instead */
 };
 
 TAILQ_HEAD(af_wtask_list_s, af_wtask_s);
