@@ -76,6 +76,21 @@ uint8_t *af_dlq_pack(const af_dlq_entry_t *e, size_t *lenp, char id_out[27]) {
         return out;
 }
 
+bool af_dlq_omit_original(af_dlq_entry_t *e, const char *dlq_topic, char **reason_out) {
+        *reason_out = NULL;
+        if (!e->original)
+                return false;
+        if (asprintf(reason_out, "%s (original omitted: too large for %s; it stays at %s[%d]@%lld)",
+                     e->reason ? e->reason : "", dlq_topic, e->source_topic ? e->source_topic : "",
+                     (int) e->source_partition, (long long) e->source_offset) < 0)
+                *reason_out = NULL;
+        else
+                e->reason = *reason_out;
+        e->original = NULL;
+        e->original_len = 0;
+        return true;
+}
+
 af_err_t af_dlq_send(af_producer_t *p, const char *topic, const af_dlq_entry_t *e,
                      af_delivery_cb_t *cb, void *opaque, char *errstr, size_t errstr_size) {
         static const char ct[] = "application/x-protobuf";

@@ -42,6 +42,13 @@ void af_dlq_entry_from_msg(af_dlq_entry_t *e, const af_kafka_msg_t *msg);
  * @returns the packed bytes (caller frees) with *lenp set, or NULL on OOM. */
 uint8_t *af_dlq_pack(const af_dlq_entry_t *e, size_t *lenp, char id_out[27]);
 
+/* Kafka refused the record as too large (AF_ERR_TOO_LARGE, at send or in the report): drop
+ * the original bytes from e and say so in its reason, which names where the original stays
+ * readable while its topic retains it. The new reason is malloc'ed into *reason_out (NULL on
+ * OOM: e keeps its reason); e->reason points at it, the caller frees it after the send.
+ * @returns false when e had no original to drop (then nothing smaller can be sent). */
+bool af_dlq_omit_original(af_dlq_entry_t *e, const char *dlq_topic, char **reason_out);
+
 /* Produce e to `topic` (the full dlq topic name), keyed by the task id when known, else by the
  * original key, with content-type application/x-protobuf. cb (may be NULL) gets the delivery
  * report on the loop thread. @returns what af_producer_send returns (AF_ERR_NOMEM too). */

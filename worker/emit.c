@@ -460,23 +460,17 @@ static void dlq_failed(af_emit_dlq_t *d, af_err_t err, const char *errstr) {
         af_worker_t *w = d->w;
         const char *topic = w->topics[d->topic_idx];
 
-        if (err == AF_ERR_TOO_LARGE && d->e.original) {
-                char *why = NULL;
-                if (asprintf(&why,
-                             "%s (original omitted: too large for %s; it stays at %s[%d]@%" PRId64
-                             ")",
-                             d->reason, w->dlq_topic, topic, (int) d->partition, d->offset) >= 0) {
+        char *why;
+        if (err == AF_ERR_TOO_LARGE && af_dlq_omit_original(&d->e, w->dlq_topic, &why)) {
+                if (why) {
                         free(d->reason);
                         d->reason = why;
-                        d->e.reason = why;
                 }
+                free(d->original);
+                d->original = NULL;
                 af_warn("dead letter for %s[%d]@%" PRId64 " too large (%s): sending it without "
                         "the original message",
                         topic, (int) d->partition, d->offset, errstr);
-                free(d->original);
-                d->original = NULL;
-                d->e.original = NULL;
-                d->e.original_len = 0;
                 dlq_send(d);
                 return;
         }

@@ -237,6 +237,29 @@ static void test_dlq_pack_roundtrip(void **state) {
         json_decref(o);
         agentfleet__v1__dead_letter__free_unpacked(dl, NULL);
         free(bytes);
+
+        /* Too large for the dlq topic: the same record without the original, saying so. */
+        char *why = NULL;
+        assert_true(af_dlq_omit_original(&e, "agentfleet.dlq", &why));
+        assert_non_null(why);
+        assert_ptr_equal(e.reason, why);
+        assert_string_equal(why, "protobuf decode failed (original omitted: too large for "
+                                 "agentfleet.dlq; it stays at agentfleet.requests[2]@77)");
+        assert_null(e.original);
+        assert_int_equal(e.original_len, 0);
+        bytes = af_dlq_pack(&e, &len, id);
+        assert_non_null(bytes);
+        dl = agentfleet__v1__dead_letter__unpack(NULL, len, bytes);
+        assert_non_null(dl);
+        assert_int_equal(dl->original.len, 0);
+        assert_string_equal(dl->reason, why);
+        agentfleet__v1__dead_letter__free_unpacked(dl, NULL);
+        free(bytes);
+        /* Nothing left to drop: nothing smaller to send. */
+        char *again = NULL;
+        assert_false(af_dlq_omit_original(&e, "agentfleet.dlq", &again));
+        assert_null(again);
+        free(why);
 }
 
 static void check_fails(const char *json, size_t max, af_err_t want, const char *needle) {
