@@ -74,6 +74,10 @@ bool af_cli_status_is_final(af_cli_status_t st);
 af_cli_exit_t af_cli_exit_for_http(int http_status);
 /* @returns the exit code for a transport-level error of an API call. */
 af_cli_exit_t af_cli_exit_for_err(af_err_t err);
+/* @returns the exit code for af_producer_new()'s (or af_consumer_new()'s) errstr: USAGE for
+ *          settings librdkafka refused, alone or together; SERVER for the machine's failures
+ *          (memory, pipes). */
+af_cli_exit_t af_cli_exit_for_kafka_setup(const char *errstr);
 /* @returns the exit code for a task that reached st (succeeded → OK, other finals → TASK). */
 af_cli_exit_t af_cli_exit_for_status(af_cli_status_t st);
 /* Nearest-rank percentile (p in 0..100) of n sorted values; 0 when n == 0. */

@@ -183,7 +183,9 @@ static int submit_kafka(af_cli_t *cli, af_cli_request_t *r) {
         }
         p = af_producer_new(cli->loop, cli->conf, errstr, sizeof(errstr));
         if (!p) {
-                fprintf(stderr, "agentfleet submit: kafka producer: %s\n", errstr);
+                /* errstr names the part ("kafka producer: ...", "kafka.acks: ..."). */
+                fprintf(stderr, "agentfleet submit: %s\n", errstr);
+                rc = af_cli_exit_for_kafka_setup(errstr);
                 goto out;
         }
         hdrs[0] = (af_kafka_header_t){"content-type", "application/json", 16};

@@ -433,7 +433,12 @@ int af_cli_cmd_drive(af_cli_t *cli, int argc, char **argv) {
         }
         if (d.kafka_cnt) {
                 d.producer = af_producer_new(cli->loop, cli->conf, errstr, sizeof(errstr));
-                if (!d.producer || warm_producer(&d, errstr, sizeof(errstr)) != AF_OK) {
+                if (!d.producer) {
+                        fprintf(stderr, "agentfleet drive: %s\n", errstr);
+                        rc = af_cli_exit_for_kafka_setup(errstr);
+                        goto out;
+                }
+                if (warm_producer(&d, errstr, sizeof(errstr)) != AF_OK) {
                         fprintf(stderr, "agentfleet drive: Kafka producer: %s\n", errstr);
                         goto out;
                 }

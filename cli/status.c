@@ -104,6 +104,17 @@ af_cli_exit_t af_cli_exit_for_err(af_err_t err) {
         }
 }
 
+af_cli_exit_t af_cli_exit_for_kafka_setup(const char *errstr) {
+        /* af_producer_new returns NULL without its af_err_t; its AF_ERR_CONFIG messages are
+         * "kafka.<key>: ..." (a setting refused) and "kafka producer: ..." (a combination
+         * rd_kafka_new refused, e.g. kafka.acks=1 with the forced idempotence).
+         * tests/unit/test_cli_kafka_setup.c keeps this in step with libcommon/kafka.c. */
+        if (errstr && (!strncmp(errstr, "kafka.", 6) || !strncmp(errstr, "kafka producer:", 15) ||
+                       !strncmp(errstr, "kafka consumer:", 15)))
+                return AF_CLI_EXIT_USAGE;
+        return AF_CLI_EXIT_SERVER;
+}
+
 af_cli_exit_t af_cli_exit_for_status(af_cli_status_t st) {
         if (st == AF_CLI_ST_SUCCEEDED)
                 return AF_CLI_EXIT_OK;

@@ -10,6 +10,10 @@
  *     task type, versions.config_hash from the catalog it was admitted under.
  *  4. Idempotency: SET NX af:idem:{tenant}:<key> -> task id (24h). A repeat returns the earlier
  *     task instead of creating a second one; a failed publish deletes the key again.
+ *     4b. Takeover: a coordinator killed between the SET NX and the Task's acknowledgement
+ *     leaves a key whose task never runs. A repeat that finds such a key older than the
+ *     takeover grace, and the earlier task with no index entry or only its QUEUED record,
+ *     publishes it again (same id) instead of answering "queued" forever.
  *  5. Publish the QUEUED TaskResult to `results`, and once Kafka acknowledged it, index it and
  *     publish the Task to `tasks.<lane>`. This order keeps the compacted `results` from ending
  *     on QUEUED when a fast worker's final record raced ahead of it. The index is told of the
@@ -40,6 +44,10 @@ typedef struct adm_s {
         char *idem_rkey;    /* Redis key when idempotent, else NULL */
         bool idem_reserved; /* we own the key: delete it if we fail */
         int idem_tries;
+        bool case_key_is_id;  /* the request named no case key: the case key is the id */
+        int64_t idem_age_ms;  /* age of an earlier reservation found (step 4), -1 unknown */
+        json_t *replay_entry; /* the earlier task's index entry while a takeover is tried */
+        const char *takeover; /* why the earlier task is re-published, or NULL (step 4b) */
         int64_t t0_us;
 } adm_t;
 
@@ -64,6 +72,7 @@ static void adm_free(adm_t *a) {
                 if (*strs[i] != (char *) protobuf_c_empty_string)
                         free(*strs[i]);
         free(a->idem_rkey);
+        json_decref(a->replay_entry);
         free(a);
 }
 
@@ -109,8 +118,10 @@ static void adm_finish(adm_t *a, af_err_t err, const char *msg, bool replayed, j
         if (!err)
                 af_metric_observe(co->m.admit_seconds, ov,
                                   (double) (af_clock_mono_us() - a->t0_us) / 1e6);
-        if (err && a->idem_reserved) {
-                /* The key must not point at a task that was never published. */
+        if (err && a->idem_reserved && !co->closing) {
+                /* The key must not point at a task that was never published. While closing
+                 * (a report purged at teardown), whether it was is unknown: the key stays, and
+                 * a repeat after the takeover grace publishes the task (step 4b). */
                 const char *argv[] = {"DEL", a->idem_rkey};
                 af_redis_commandv(co->redis, NULL, NULL, 2, argv, NULL);
         }
@@ -184,7 +195,8 @@ static af_err_t validate_and_build(adm_t *a, const af_admit_in_t *in, char *errs
         t->type = xstrdup(tt->name);
         t->tenant = xstrdup(in->who->tenant);
         t->principal = xstrdup(in->who->principal);
-        t->case_key = xstrdup(req->case_key && *req->case_key ? req->case_key : id);
+        a->case_key_is_id = !(req->case_key && *req->case_key);
+        t->case_key = xstrdup(a->case_key_is_id ? id : req->case_key);
         t->idempotency_key = xstrdup(in->idem_key);
         t->payload = xstrdup(payload);
         t->priority = req->priority;
@@ -234,6 +246,9 @@ static af_err_t produce_msg(af_coord_t *co, const char *topic, const char *key, 
         static const char ct[] = "application/x-protobuf";
         af_kafka_header_t hdrs[2] = {{"content-type", ct, sizeof(ct) - 1},
                                      {"traceparent", traceparent, strlen(traceparent)}};
+        if (!co->producer)
+                return af_errstr(AF_ERR_UNAVAILABLE, errstr, errstr_size,
+                                 "coordinator is shutting down");
         return af_producer_send(co->producer, topic, -1 /*by key*/, key, strlen(key), bytes, len,
                                 hdrs, 2, cb, opaque, errstr, errstr_size);
 }
@@ -323,20 +338,62 @@ static void audit_admitted(adm_t *a) {
         free(details);
 }
 
+static void failed_dr(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
+                      void *opaque) {
+        if (err)
+                af_error("a FAILED (publish_failed) record was not delivered: %s",
+                         errstr ? errstr : af_err2str(err));
+}
+
 /* The Task could not be published after its QUEUED record was: close the record with a
- * FAILED result so no reader waits on a task that will never run. */
+ * FAILED result so no reader waits on a task that will never run. Not while closing: the
+ * Task's report was purged, it may have been published, and the idempotency key stays for a
+ * takeover (step 4b), which publishes it again. */
 static void publish_failed_result(adm_t *a, const char *why) {
         Agentfleet__V1__TaskResult res = a->queued;
         Agentfleet__V1__Error e = AGENTFLEET__V1__ERROR__INIT;
         char errstr[256];
+
+        if (a->co->closing) {
+                af_log_task(AF_LOG_WARN, a->task.id, NULL,
+                            "Task not acknowledged before shutdown (%s): left to a takeover", why);
+                return;
+        }
         e.code = (char *) "publish_failed";
         e.message = (char *) why;
         e.retriable = 1;
         res.status = AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_FAILED;
         res.error = &e;
-        if (produce_result(a->co, &res, false, NULL, NULL, errstr, sizeof(errstr)))
+        if (produce_result(a->co, &res, false, failed_dr, NULL, errstr, sizeof(errstr)))
                 af_error("task %s: FAILED record not produced: %s", a->task.id, errstr);
         af_index_apply(a->co->index, &res);
+}
+
+/* A takeover (step 4b) published the task again: audit it with its reason and count it. */
+static void audit_republished(adm_t *a) {
+        af_coord_t *co = a->co;
+        const char *lv[] = {a->takeover, NULL};
+        char reason[160];
+        json_t *d;
+        char *details;
+
+        snprintf(reason, sizeof(reason), "%s: idempotency key reserved %lld ms ago (grace %lld ms)",
+                 !strcmp(a->takeover, "no_record") ? "no QUEUED record: QUEUED and Task published"
+                                                   : "QUEUED record only: Task published again",
+                 (long long) a->idem_age_ms, (long long) co->takeover_grace_ms);
+        d = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "reason", a->takeover, "type", a->task.type,
+                      "lane", a->task.lane, "origin", af_wire_origin2str(a->task.origin),
+                      "reservation_age_ms", (json_int_t) a->idem_age_ms, "grace_ms",
+                      (json_int_t) co->takeover_grace_ms);
+        details = d ? json_dumps(d, JSON_COMPACT) : NULL;
+        if (co->audit)
+                af_audit_record(co->audit, a->task.principal,
+                                AGENTFLEET__V1__ACTOR_KIND__ACTOR_KIND_PRINCIPAL,
+                                "task.republished", a->task.id, a->task.tenant, "allow", reason,
+                                details);
+        af_metric_add(co->m.republished, lv, 1);
+        free(details);
+        json_decref(d);
 }
 
 static void task_dr(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
@@ -352,16 +409,20 @@ static void task_dr(af_err_t err, const char *errstr, int32_t partition, int64_t
                            NULL);
                 return;
         }
-        audit_admitted(a);
-        af_log_task(AF_LOG_DEBUG, a->task.id, NULL, "admitted %s to %s [%d] @%lld", a->task.type,
-                    a->topic_tasks, (int) partition, (long long) offset);
+        if (a->takeover)
+                audit_republished(a);
+        else
+                audit_admitted(a);
+        af_log_task(AF_LOG_DEBUG, a->task.id, NULL, "%s %s to %s [%d] @%lld",
+                    a->takeover ? "republished" : "admitted", a->task.type, a->topic_tasks,
+                    (int) partition, (long long) offset);
         /* Only the API answers with the task; a request from Kafka is just acknowledged,
          * and building the JSON view was a tenth of the coordinator's CPU per task. */
         j = a->task.origin == AGENTFLEET__V1__ORIGIN__ORIGIN_KAFKA ? NULL
                                                                    : af_wire_task_to_json(&a->task);
         if (j)
                 json_object_set_new(j, "status", json_string("queued"));
-        adm_finish(a, AF_OK, NULL, false, j);
+        adm_finish(a, AF_OK, NULL, a->takeover != NULL /*a repeat*/, j);
         json_decref(j);
 }
 
@@ -413,38 +474,173 @@ static void publish_queued(adm_t *a) {
 
 /* ---- step 4: idempotency ---------------------------------------------------------------- */
 
+/* The reservation and its remaining lifetime in one round trip: the age of a reservation is
+ * coordinator.idempotency_ttl minus its PTTL, so no timestamp has to be stored with it.
+ * KEYS: idem. Reply: {value or nil, pttl}. */
+static const char lua_idem_lookup[] =
+        "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}\n";
+
+/* Claim the takeover of an old reservation: only if the key still names the task and is still
+ * older than the grace, restart its lifetime. The restart is what makes the claim exclusive:
+ * a second repeat finds the reservation young again and answers as usual, so within a grace
+ * one coordinator at most publishes the task again, and its own publish has reported (or it
+ * died) before anyone may take over from it in turn.
+ * KEYS: idem. ARGV: task id, ttl_ms, largest PTTL that is old enough. Reply: 1 claimed, 0 not. */
+static const char lua_idem_claim[] = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+                                     "local t = redis.call('PTTL', KEYS[1])\n"
+                                     "if t < 0 or t > tonumber(ARGV[3]) then return 0 end\n"
+                                     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                     "return 1\n";
+
 static void idem_reserve(adm_t *a);
 
-static void replay_got(json_t *entry, const af_error_t *e, void *opaque) {
-        adm_t *a = opaque;
+/* The answer to a repeat: the earlier task's index entry, or, while the first admission is
+ * still being published, its id as "queued". */
+static void replay_answer(adm_t *a, json_t *entry) {
         json_t *j;
 
-        if (e && e->err) {
-                adm_finish(a, AF_ERR_UNAVAILABLE, "Redis unavailable; retry", false, NULL);
-                return;
-        }
         if (entry) {
                 adm_finish(a, AF_OK, NULL, true, entry);
                 return;
         }
-        /* The first admission with this key is still being published. */
         j = json_pack("{s:s, s:s, s:s}", "id", a->task.id, "task_id", a->task.id, "status",
                       "queued");
         adm_finish(a, AF_OK, NULL, true, j);
         json_decref(j);
 }
 
-static void idem_get_cb(af_redis_t *r, const redisReply *reply, const af_error_t *e, void *opaque) {
+/* @returns why the earlier task may never have been published ("no_record": not even its
+ *          QUEUED record is indexed; "queued_only": nothing after QUEUED), or NULL when a
+ *          worker has seen it. A cancel requested before any worker did changes nothing: the
+ *          Task must still reach a worker, which then emits the one CANCELLED result. */
+static const char *takeover_reason(const json_t *entry) {
+        const char *status;
+
+        if (!entry)
+                return "no_record";
+        status = json_string_value(json_object_get(entry, "status"));
+        if (status && (!strcmp(status, "queued") || !strcmp(status, "cancel_requested")))
+                return "queued_only";
+        return NULL;
+}
+
+static void takeover_claimed(af_redis_t *r, const redisReply *reply, const af_error_t *e,
+                             void *opaque) {
         adm_t *a = opaque;
+        json_t *entry = a->replay_entry;
+
         if (e && e->err) {
                 adm_finish(a, AF_ERR_UNAVAILABLE, "Redis unavailable; retry", false, NULL);
                 return;
         }
-        if (reply->type == REDIS_REPLY_STRING && af_ulid_valid(reply->str)) {
-                /* From here on the response describes the earlier task. */
-                free(a->task.id);
-                a->task.id = xstrdup(reply->str);
-                a->queued.task_id = a->task.id;
+        if (reply->type != REDIS_REPLY_INTEGER || reply->integer != 1) {
+                /* Another repeat took over first, or the key changed: answer as usual. */
+                a->takeover = NULL;
+                replay_answer(a, entry);
+                return;
+        }
+        /* The key is ours again: like a first admission, a failure from here on deletes it,
+         * so the client's retry becomes a new task rather than waiting on this one. */
+        a->idem_reserved = true;
+        af_log_task(AF_LOG_WARN, a->task.id, a->task.traceparent,
+                    "idempotency key reserved %lld ms ago and task not published (%s): "
+                    "publishing it again",
+                    (long long) a->idem_age_ms, a->takeover);
+        json_decref(a->replay_entry);
+        a->replay_entry = NULL;
+        /* Why a second Task message for this id is harmless: the worker takes the task's lease
+         * (libcommon/lease.c, lua_acquire) before anything else, in one script that answers
+         * DONE with the stored result if the task was finished (worker/lease_stage.c re-emits
+         * it, never re-runs), HELD while another worker runs it (re-checked until DONE), and
+         * CANCELLED if a cancel was requested; only ACQUIRED runs it, once per fence.
+         *
+         * Why a QUEUED record produced here cannot end the compacted `results` after a later
+         * record of this task: by the grace the original admission's QUEUED produce has been
+         * reported (it landed, and was indexed, or it never will); ours is produced before our
+         * Task, on the same key, and every answer of a worker to that Task (a run's result, a
+         * DONE re-emit, CANCELLED) is a later record in the same partition -- the done record
+         * outlives the key as long as worker.done_ttl >= coordinator.idempotency_ttl (both 24 h
+         * by default). A task with its QUEUED indexed gets only the Task again. */
+        if (!strcmp(a->takeover, "no_record"))
+                publish_queued(a);
+        else
+                publish_task(a);
+}
+
+/* The earlier task's index entry (borrowed), before answering a repeat. */
+static void replay_got(json_t *entry, const af_error_t *e, void *opaque) {
+        adm_t *a = opaque;
+        af_coord_t *co = a->co;
+        int64_t grace = co->takeover_grace_ms;
+        char ttl[32], max_pttl[32];
+        const char *why;
+
+        if (e && e->err) {
+                adm_finish(a, AF_ERR_UNAVAILABLE, "Redis unavailable; retry", false, NULL);
+                return;
+        }
+        why = takeover_reason(entry);
+        /* Within the grace the first admission may still be publishing: answer as usual. */
+        if (!why || grace < 0 || a->idem_age_ms < grace) {
+                replay_answer(a, entry);
+                return;
+        }
+        a->takeover = why;
+        a->replay_entry = json_incref(entry);
+        int64_t ttl_ms = af_config_int(co->conf, "coordinator.idempotency_ttl");
+        snprintf(ttl, sizeof(ttl), "%lld", (long long) ttl_ms);
+        snprintf(max_pttl, sizeof(max_pttl), "%lld", (long long) (ttl_ms - grace));
+        const char *keys[] = {a->idem_rkey};
+        const char *args[] = {a->task.id, ttl, max_pttl};
+        af_redis_script_run(co->redis, af_redis_script_add(co->redis, lua_idem_claim),
+                            takeover_claimed, a, 1, keys, 3, args);
+}
+
+/* From here on the admission describes the earlier task, whose id the key holds. The Task is
+ * still built from this request, which carries the same idempotency key; it is published
+ * only by a takeover (step 4b). */
+static af_err_t adopt_task_id(adm_t *a, const char *id) {
+        char *tid = strdup(id);
+        char *ck = a->case_key_is_id ? strdup(id) : NULL;
+
+        if (!tid || (a->case_key_is_id && !ck)) {
+                free(tid);
+                free(ck);
+                return AF_ERR_NOMEM;
+        }
+        free(a->task.id);
+        a->task.id = tid;
+        a->queued.task_id = tid;
+        if (ck) {
+                free(a->task.case_key);
+                a->task.case_key = ck;
+                a->queued.case_key = ck;
+        }
+        return AF_OK;
+}
+
+static void idem_lookup_cb(af_redis_t *r, const redisReply *reply, const af_error_t *e,
+                           void *opaque) {
+        adm_t *a = opaque;
+        const redisReply *val = NULL;
+        int64_t ttl_ms;
+
+        if (e && e->err) {
+                adm_finish(a, AF_ERR_UNAVAILABLE, "Redis unavailable; retry", false, NULL);
+                return;
+        }
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+            reply->element[1]->type == REDIS_REPLY_INTEGER)
+                val = reply->element[0];
+        if (val && val->type == REDIS_REPLY_STRING && af_ulid_valid(val->str)) {
+                /* A key without expiry (PTTL -1) was not set by us: never old enough. */
+                ttl_ms = af_config_int(a->co->conf, "coordinator.idempotency_ttl");
+                a->idem_age_ms =
+                        reply->element[1]->integer >= 0 ? ttl_ms - reply->element[1]->integer : -1;
+                if (adopt_task_id(a, val->str)) {
+                        adm_finish(a, AF_ERR_NOMEM, "out of memory", false, NULL);
+                        return;
+                }
                 af_index_get(a->co->index, a->task.id, replay_got, a);
                 return;
         }
@@ -466,8 +662,9 @@ static void idem_set_cb(af_redis_t *r, const redisReply *reply, const af_error_t
                 publish_queued(a);
                 return;
         }
-        const char *argv[] = {"GET", a->idem_rkey};
-        af_redis_commandv(a->co->redis, idem_get_cb, a, 2, argv, NULL);
+        const char *keys[] = {a->idem_rkey};
+        af_redis_script_run(a->co->redis, af_redis_script_add(a->co->redis, lua_idem_lookup),
+                            idem_lookup_cb, a, 1, keys, 0, NULL);
 }
 
 static void idem_reserve(adm_t *a) {
@@ -481,6 +678,43 @@ static void idem_reserve(adm_t *a) {
                  (long long) af_config_int(a->co->conf, "coordinator.idempotency_ttl"));
         const char *argv[] = {"SET", a->idem_rkey, a->task.id, "NX", "PX", ttl};
         af_redis_commandv(a->co->redis, idem_set_cb, a, 6, argv, NULL);
+}
+
+/* ---- the takeover grace ----------------------------------------------------------------- */
+
+/* librdkafka's default message.timeout.ms (delivery.timeout.ms is its alias). */
+#define KAFKA_MESSAGE_TIMEOUT_DEFAULT_MS 300000
+/* Scheduling slack on top of the bounds below: loop turns, a busy machine. */
+#define TAKEOVER_SLACK_MS 5000
+
+static void message_timeout_cb(const char *key, const char *value, void *opaque) {
+        char *end;
+        long long v;
+
+        if (strcmp(key, "message.timeout.ms") && strcmp(key, "delivery.timeout.ms"))
+                return;
+        v = strtoll(value, &end, 10);
+        if (end != value && !*end && v >= 0)
+                *(int64_t *) opaque = v;
+}
+
+int64_t af_admit_takeover_grace(const af_config_t *conf) {
+        int64_t msg_timeout = KAFKA_MESSAGE_TIMEOUT_DEFAULT_MS;
+
+        /* coordinator.takeover_grace: a positive value wins, 0 means derived as below. */
+        if (af_config_int(conf, "coordinator.takeover_grace") > 0)
+                return af_config_int(conf, "coordinator.takeover_grace");
+        af_config_kafka_foreach(conf, message_timeout_cb, &msg_timeout);
+        /* 0 is librdkafka's "no timeout": a produce may still land at any time, so no age is
+         * safe and a reservation is never taken over. */
+        if (msg_timeout <= 0)
+                return -1;
+        /* An admission, counted from its SET NX: the SET's reply (or the command timeout, after
+         * which it gives up and publishes nothing), the QUEUED produce (reported, delivered or
+         * not, within the message timeout), its index write (command timeout), the Task
+         * produce (message timeout again). */
+        return 2 * msg_timeout + 2 * af_config_int(conf, "redis.command_timeout") +
+               TAKEOVER_SLACK_MS;
 }
 
 /* ---- entry ------------------------------------------------------------------------------ */
@@ -499,6 +733,7 @@ void af_admit_submit(af_coord_t *co, const af_admit_in_t *in, af_admit_cb_t *cb,
         a->cb = cb;
         a->opaque = opaque;
         a->t0_us = af_clock_mono_us();
+        a->idem_age_ms = -1;
         agentfleet__v1__task__init(&a->task);
         agentfleet__v1__versions__init(&a->versions);
         agentfleet__v1__task_result__init(&a->queued);
@@ -507,7 +742,7 @@ void af_admit_submit(af_coord_t *co, const af_admit_in_t *in, af_admit_cb_t *cb,
         co->inflight++;
         af_metric_set(co->m.inflight, NULL, co->inflight);
 
-        if (co->draining) {
+        if (co->draining || co->closing) {
                 adm_finish(a, AF_ERR_UNAVAILABLE, "coordinator is shutting down; retry", false,
                            NULL);
                 return;

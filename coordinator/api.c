@@ -5,11 +5,17 @@
  * source of truth: it registers the routes and prints them for `--print-routes`, which the
  * test that keeps openapi.yaml true compares against the document.
  */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "coord.h"
 #include "ids.h"
 #include "lease.h"
@@ -20,6 +26,7 @@
 #define LIST_LIMIT_MAX         500
 #define METRICS_MAX            (16u << 20)
 #define READY_KAFKA_TIMEOUT_MS 1000
+#define READY_KAFKA_FRESH_MS   500 /* a probe this recent answers /readyz without a new one */
 
 typedef struct route_s {
         const char *method;
@@ -38,7 +45,26 @@ typedef struct actx_s {
         Agentfleet__V1__TaskRequest *treq;
         bool kafka_ok;
         char kafka_err[128];
+        struct actx_s *next_waiter; /* GET /readyz waiting for the Kafka probe */
 } actx_t;
+
+/* The Kafka half of /readyz: a metadata round trip proves a broker answers, but it blocks for
+ * up to READY_KAFKA_TIMEOUT_MS while Kafka is away, so it runs on a thread of its own and the
+ * loop goes on serving. Requests that arrive meanwhile wait for the probe in flight; one
+ * answered less than READY_KAFKA_FRESH_MS ago answers at once. The thread touches only
+ * librdkafka (thread-safe) and the result fields, which the loop reads after joining it. */
+struct af_api_s {
+        af_coord_t *co;
+        int fds[2];        /* the probe thread writes a byte into [1] when done */
+        struct event *ev;  /* EV_READ on fds[0], on the loop */
+        pthread_t thread;  /* valid while probing */
+        bool probing;      /* a thread is out */
+        actx_t *waiters;   /* GET /readyz waiting for the probe in flight */
+        int64_t probed_ms; /* monotonic end of the last probe; 0 none yet */
+        /* Written by the thread, read by the loop after pthread_join: */
+        bool kafka_ok;
+        char kafka_err[128];
+};
 
 static void on_client_gone(af_http_req_t *req, void *opaque) {
         actx_t *ctx = opaque;
@@ -385,27 +411,88 @@ static void ready_redis(af_redis_t *r, const redisReply *reply, const af_error_t
         ctx_reply_json(ctx, ok ? 200 : 503, o);
 }
 
+/* The probe thread: one metadata request (blocking, off the loop). */
+static void *ready_probe_run(void *arg) {
+        af_api_t *api = arg;
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t kerr;
+        ssize_t n;
+
+        kerr = rd_kafka_metadata(af_producer_rk(api->co->producer), 0 /*no topics*/, NULL, &md,
+                                 READY_KAFKA_TIMEOUT_MS);
+        api->kafka_ok = kerr == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
+        snprintf(api->kafka_err, sizeof(api->kafka_err), "%s",
+                 api->kafka_ok ? "" : rd_kafka_err2str(kerr));
+        if (md)
+                rd_kafka_metadata_destroy(md);
+        do
+                n = write(api->fds[1], "1", 1);
+        while (n < 0 && errno == EINTR);
+        return NULL;
+}
+
+/* Answer ctx from the last probe: the Kafka half is known, Redis's PING follows. */
+static void ready_answer(af_api_t *api, actx_t *ctx) {
+        ctx->kafka_ok = api->kafka_ok;
+        snprintf(ctx->kafka_err, sizeof(ctx->kafka_err), "%s", api->kafka_err);
+        af_redis_command(api->co->redis, ready_redis, ctx, "PING");
+}
+
+/* Collect the probe thread and answer everyone who waited for it. Loop thread. */
+static void ready_probe_collect(af_api_t *api) {
+        actx_t *ctx;
+
+        if (!api->probing)
+                return;
+        pthread_join(api->thread, NULL);
+        api->probing = false;
+        api->probed_ms = af_clock_mono_ms();
+        while ((ctx = api->waiters)) {
+                api->waiters = ctx->next_waiter;
+                ctx->next_waiter = NULL;
+                ready_answer(api, ctx);
+        }
+}
+
+static void ready_probe_done(evutil_socket_t fd, short what, void *arg) {
+        af_api_t *api = arg;
+        char junk[16];
+        while (read(fd, junk, sizeof(junk)) > 0)
+                ;
+        ready_probe_collect(api);
+}
+
 static void h_readyz(af_http_req_t *req, void *opaque) {
         af_coord_t *co = opaque;
+        af_api_t *api = co->api;
         const char *route = "GET /readyz";
-        const struct rd_kafka_metadata *md = NULL;
         actx_t *ctx = ctx_new(co, req, route);
-        rd_kafka_resp_err_t kerr;
 
         if (!ctx) {
                 reply_error_now(co, req, route, 500, "nomem", "out of memory");
                 return;
         }
-        /* A metadata round trip proves a broker answers. It blocks the loop for at most the
-         * timeout, and only while Kafka is down, when there is little else to do. */
-        kerr = rd_kafka_metadata(af_producer_rk(co->producer), 0 /*no topics*/, NULL, &md,
-                                 READY_KAFKA_TIMEOUT_MS);
-        ctx->kafka_ok = kerr == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
-        if (!ctx->kafka_ok)
-                snprintf(ctx->kafka_err, sizeof(ctx->kafka_err), "%s", rd_kafka_err2str(kerr));
-        if (md)
-                rd_kafka_metadata_destroy(md);
-        af_redis_command(co->redis, ready_redis, ctx, "PING");
+        if (!api->probing && api->probed_ms &&
+            af_clock_mono_ms() - api->probed_ms < READY_KAFKA_FRESH_MS) {
+                ready_answer(api, ctx);
+                return;
+        }
+        ctx->next_waiter = api->waiters;
+        api->waiters = ctx;
+        if (api->probing)
+                return;
+        if (pthread_create(&api->thread, NULL, ready_probe_run, api)) {
+                /* No thread: say so rather than block the loop. */
+                api->kafka_ok = false;
+                snprintf(api->kafka_err, sizeof(api->kafka_err), "cannot start the probe");
+                while ((ctx = api->waiters)) {
+                        api->waiters = ctx->next_waiter;
+                        ctx->next_waiter = NULL;
+                        ready_answer(api, ctx);
+                }
+                return;
+        }
+        api->probing = true;
 }
 
 static void h_metrics(af_http_req_t *req, void *opaque) {
@@ -431,10 +518,48 @@ static const route_t routes[] = {
         {"GET", "/metrics", false, h_metrics},
 };
 
-void af_api_register(af_coord_t *co) {
+int af_api_register(af_coord_t *co, char *errstr, size_t errstr_size) {
+        af_api_t *api = calloc(1, sizeof(*api));
+
+        if (!api) {
+                af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
+                return -1;
+        }
+        api->co = co;
+        api->fds[0] = api->fds[1] = -1;
+        co->api = api;
+        if (pipe2(api->fds, O_NONBLOCK | O_CLOEXEC) < 0 ||
+            !(api->ev = event_new(af_loop_base(co->loop), api->fds[0], EV_READ | EV_PERSIST,
+                                  ready_probe_done, api)) ||
+            event_add(api->ev, NULL) < 0) {
+                af_errstr(AF_ERR_INTERNAL, errstr, errstr_size, "readyz probe: %s",
+                          strerror(errno));
+                return -1;
+        }
         for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
                 af_http_server_route(co->http, routes[i].method, routes[i].pattern, routes[i].auth,
                                      routes[i].handler, co);
+        return 0;
+}
+
+void af_api_shutdown(af_coord_t *co) {
+        af_api_t *api = co->api;
+        actx_t *ctx;
+
+        if (!api)
+                return;
+        ready_probe_collect(api);      /* joins a probe in flight; its waiters get their answer */
+        while ((ctx = api->waiters)) { /* none after a collect; kept for symmetry */
+                api->waiters = ctx->next_waiter;
+                ctx_reply_error(ctx, 503, "unavailable", "shutting down");
+        }
+        if (api->ev)
+                event_free(api->ev);
+        for (int i = 0; i < 2; i++)
+                if (api->fds[i] >= 0)
+                        close(api->fds[i]);
+        free(api);
+        co->api = NULL;
 }
 
 void af_api_print_routes(FILE *out) {

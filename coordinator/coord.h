@@ -40,6 +40,7 @@
 
 typedef struct af_intake_s af_intake_t;
 typedef struct af_index_s af_index_t;
+typedef struct af_api_s af_api_t;
 
 /* Who is asking: from a bearer token or a service key. Copied out of the catalog so a SIGHUP
  * reload can free the old catalog while requests are in flight. */
@@ -62,6 +63,7 @@ typedef struct af_coord_s {
         af_http_server_t *http;
         af_intake_t *intake;
         af_index_t *index;
+        af_api_t *api; /* api.c's state (the /readyz probe) */
         af_timer_t *drain_timer;
 
         struct {
@@ -71,6 +73,7 @@ typedef struct af_coord_s {
                 af_metric_t *intake_dlq;    /* {code} */
                 af_metric_t *index_results; /* {outcome} */
                 af_metric_t *inflight;      /* admissions in flight (gauge) */
+                af_metric_t *republished;   /* {reason} takeovers of unpublished tasks */
         } m;
 
         char topic_results[AF_COORD_TOPIC_MAX];
@@ -78,8 +81,11 @@ typedef struct af_coord_s {
         char topic_requests[AF_COORD_TOPIC_MAX];
 
         int64_t max_payload;       /* coordinator.max_payload, bytes */
+        int64_t takeover_grace_ms; /* age after which a repeat re-publishes a task whose
+                                    * admission died (admit.c, step 4b); -1 never */
         int inflight;              /* admissions not yet answered */
         bool draining;             /* SIGTERM seen: refuse new work, finish what is in flight */
+        bool closing; /* tearing down, producer gone or going: callbacks start no new work */
         int64_t drain_deadline_ms; /* monotonic */
 } af_coord_t;
 
@@ -128,6 +134,12 @@ typedef void(af_admit_cb_t)(const af_admit_out_t *out, void *opaque);
 void af_admit_submit(af_coord_t *co, const af_admit_in_t *in, af_admit_cb_t *cb, void *opaque);
 /* @returns the HTTP status for an admission error. */
 int af_admit_http_status(af_err_t err);
+/* @returns how old (ms) an idempotency reservation must be before a repeat may publish its
+ *          task again (step 4b in admit.c): coordinator.takeover_grace when set, else twice
+ *          Kafka's message timeout plus twice redis.command_timeout plus 5 s, by which any
+ *          admission has published its task or died; -1 (never) with an unbounded message
+ *          timeout. */
+int64_t af_admit_takeover_grace(const af_config_t *conf);
 
 /* ---- index.c ------------------------------------------------------------------------------- */
 
@@ -181,8 +193,11 @@ int af_intake_inflight(const af_intake_t *in);
 
 /* ---- api.c --------------------------------------------------------------------------------- */
 
-/* Register every route on co->http. */
-void af_api_register(af_coord_t *co);
+/* Register every route on co->http. @returns 0, or -1 with errstr (out of memory). */
+int af_api_register(af_coord_t *co, char *errstr, size_t errstr_size);
+/* Stop the /readyz probe (waits for a Kafka metadata request in flight, at most 1 s) and
+ * answer its waiters; before the producer goes. NULL co->api is fine. Loop thread. */
+void af_api_shutdown(af_coord_t *co);
 /* Print the route table, one "METHOD PATTERN" per line (kept in step with openapi.yaml). */
 void af_api_print_routes(FILE *out);
 

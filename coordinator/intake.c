@@ -31,10 +31,13 @@
 #define RETRY_BASE_MS   200
 #define RETRY_CAP_MS    10000
 
+typedef struct imsg_s imsg_t;
+
 struct af_intake_s {
         af_coord_t *co;
         af_consumer_t *consumer;
         af_watermark_t *offsets;
+        imsg_t *msgs; /* every request in flight, so that destroy frees those left waiting */
         int inflight;
         bool held;
         bool stopped; /* draining: stays held */
@@ -44,8 +47,9 @@ struct af_intake_s {
 typedef enum { STEP_ADMIT, STEP_DLQ } step_t;
 
 /* One request being worked on; owns copies of the message bytes. */
-typedef struct imsg_s {
+struct imsg_s {
         af_intake_t *in;
+        imsg_t *prev, *next; /* in->msgs */
         int32_t partition;
         int64_t offset;
         uint32_t gen; /* watermark epoch of the partition at receipt */
@@ -63,11 +67,19 @@ typedef struct imsg_s {
         char reason[512];
         uint32_t attempts; /* retries of the current step */
         af_timer_t *retry;
-} imsg_t;
+};
 
 static void imsg_step(imsg_t *m);
 
+/* Unlink and free; the caller has settled its offset (done) or leaves it uncommitted. */
 static void imsg_free(imsg_t *m) {
+        af_intake_t *in = m->in;
+        if (m->prev)
+                m->prev->next = m->next;
+        else if (in->msgs == m)
+                in->msgs = m->next;
+        if (m->next)
+                m->next->prev = m->prev;
         af_timer_destroy(m->retry);
         af_wire_taskrequest_free(m->req);
         free(m->value);
@@ -96,6 +108,14 @@ static void imsg_done(imsg_t *m) {
         imsg_free(m);
 }
 
+/* Teardown (co->closing): the producer is gone, so the request can be neither retried nor
+ * dead-lettered. Its offset stays uncommitted: it comes back after a restart, and its
+ * idempotency key makes that harmless. */
+static void imsg_abandon(imsg_t *m) {
+        m->in->inflight--;
+        imsg_free(m);
+}
+
 static void retry_fire(void *opaque) {
         imsg_step(opaque);
 }
@@ -116,6 +136,10 @@ static void imsg_retry_later(imsg_t *m, const char *why) {
 static void dlq_dr(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
                    void *opaque) {
         imsg_t *m = opaque;
+        if (err && m->in->co->closing) {
+                imsg_abandon(m);
+                return;
+        }
         if (err) {
                 imsg_retry_later(m, errstr ? errstr : af_err2str(err));
                 return;
@@ -187,6 +211,10 @@ static void refuse(imsg_t *m, af_err_t err, const char *fmt, ...) {
 
 static void admit_cb(const af_admit_out_t *out, void *opaque) {
         imsg_t *m = opaque;
+        if (out->err && m->in->co->closing) {
+                imsg_abandon(m);
+                return;
+        }
         switch (out->err) {
         case AF_OK:
                 if (out->replayed)
@@ -214,7 +242,9 @@ static void admit(imsg_t *m) {
 }
 
 static void imsg_step(imsg_t *m) {
-        if (m->step == STEP_DLQ)
+        if (m->in->co->closing)
+                imsg_abandon(m);
+        else if (m->step == STEP_DLQ)
                 send_dlq(m);
         else
                 admit(m);
@@ -318,6 +348,10 @@ static void on_request(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque
         default:
                 goto nomem;
         }
+        m->next = in->msgs;
+        if (in->msgs)
+                in->msgs->prev = m;
+        in->msgs = m;
         in->inflight++;
         if (in->inflight >= INFLIGHT_HOLD && !in->held) {
                 in->held = true;
@@ -392,9 +426,13 @@ int af_intake_inflight(const af_intake_t *in) {
         return in ? in->inflight : 0;
 }
 
+/* After the producer and Redis (main.c's teardown): every admission and dead letter has
+ * answered by then, so what is left waits only for a retry timer that will not fire. */
 void af_intake_destroy(af_intake_t *in) {
         if (!in)
                 return;
+        while (in->msgs)
+                imsg_abandon(in->msgs);
         af_consumer_destroy(in->consumer);
         af_watermark_destroy(in->offsets);
         free(in);

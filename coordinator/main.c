@@ -102,6 +102,7 @@ static void register_metrics(af_coord_t *co) {
         static const char *const l_origin[] = {"origin", NULL};
         static const char *const l_code[] = {"code", NULL};
         static const char *const l_outcome[] = {"outcome", NULL};
+        static const char *const l_reason[] = {"reason", NULL};
         af_metrics_t *m = co->metrics;
 
         co->m.http_requests = af_metrics_counter(m, "agentfleet_coordinator_http_requests_total",
@@ -120,6 +121,11 @@ static void register_metrics(af_coord_t *co) {
                                    "Task results seen by the status index", l_outcome);
         co->m.inflight = af_metrics_gauge(m, "agentfleet_coordinator_admissions_in_flight",
                                           "Admissions not yet answered", NULL);
+        co->m.republished = af_metrics_counter(
+                m, "agentfleet_coordinator_republished_total",
+                "Tasks published again because the admission that reserved their idempotency "
+                "key died before publishing them",
+                l_reason);
 }
 
 static int setup(af_coord_t *co, char *errstr, size_t errstr_size) {
@@ -136,6 +142,7 @@ static int setup(af_coord_t *co, char *errstr, size_t errstr_size) {
         af_kafka_topic(co->conf, "dlq", co->topic_dlq, sizeof(co->topic_dlq));
         af_kafka_topic(co->conf, "requests", co->topic_requests, sizeof(co->topic_requests));
         co->max_payload = af_config_int(co->conf, "coordinator.max_payload");
+        co->takeover_grace_ms = af_admit_takeover_grace(co->conf);
 
         if (!(co->loop = af_loop_new(errstr, errstr_size)))
                 return -1;
@@ -175,7 +182,8 @@ static int setup(af_coord_t *co, char *errstr, size_t errstr_size) {
         if (!(co->http = af_http_server_new(co->loop, &hopts, errstr, errstr_size)))
                 return -1;
         af_http_server_set_auth(co->http, af_auth_http, co);
-        af_api_register(co);
+        if (af_api_register(co, errstr, errstr_size))
+                return -1;
 
         if (!(co->drain_timer = af_timer_new(co->loop, drain_tick, co)))
                 return -1;
@@ -184,27 +192,39 @@ static int setup(af_coord_t *co, char *errstr, size_t errstr_size) {
         af_loop_on_signal(co->loop, SIGHUP, on_hup, co);
 
         snprintf(path, sizeof(path), "%s", co->config_path);
-        af_info("coordinator listening on %s:%d, config %s (catalog %.12s), topics %s*",
+        af_info("coordinator listening on %s:%d, config %s (catalog %.12s), topics %s*, "
+                "takeover grace %lld ms",
                 hopts.address, af_http_server_port(co->http), path, co->cat->hash,
-                af_config_str(co->conf, "topic.prefix"));
+                af_config_str(co->conf, "topic.prefix"), (long long) co->takeover_grace_ms);
         return 0;
 }
 
-/* Tear down in an order where nothing calls into what is already gone: deliveries first
- * (they may answer HTTP requests and touch Redis), then Redis (its pending callbacks get
- * AF_ERR_CANCELLED), then the server and the consumers, then the producer. */
+/* Tear down in an order where nothing calls into what is already gone. Every delivery report
+ * carries an opaque that points into the stages (an admission, an intake request, an HTTP
+ * request's context), so the producer goes first, while all of them are alive: the flush
+ * delivers what it can, and af_producer_destroy purges the rest and serves every remaining
+ * report before it returns. From then on (closing) a callback starts no new work: Redis's
+ * pending callbacks get AF_ERR_CANCELLED as it is destroyed, and the admissions they finish
+ * answer HTTP requests (the server is still there) and intake requests (the intake too, which
+ * then drops those that would retry). Only then go the server, the consumers and the rest. */
 static void teardown(af_coord_t *co) {
+        af_api_shutdown(co); /* the /readyz probe thread uses the producer's handle */
         if (co->producer)
                 af_producer_flush(co->producer, 5000);
+        co->closing = true;
+        af_producer_destroy(co->producer);
+        co->producer = NULL;
+        af_audit_destroy(co->audit); /* it produces through the producer */
+        co->audit = NULL;
         af_redis_destroy(co->redis);
         co->redis = NULL;
         af_http_server_destroy(co->http);
+        co->http = NULL;
         af_intake_destroy(co->intake);
+        co->intake = NULL;
         af_index_destroy(co->index);
-        co->index = NULL; /* deliveries purged by af_producer_destroy still reach admit.c */
+        co->index = NULL;
         af_timer_destroy(co->drain_timer);
-        af_audit_destroy(co->audit);
-        af_producer_destroy(co->producer);
         af_metrics_destroy(co->metrics);
         if (co->loop)
                 af_loop_destroy(co->loop);

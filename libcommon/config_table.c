@@ -74,6 +74,10 @@ const af_setting_t af_settings[] = {
         {"coordinator.idempotency_ttl", D, "24h", 1 * MIN, 30 * 24 * HOUR, CO, 0,
          "How long an Idempotency-Key (or a Kafka request's idempotency key) maps to its task: "
          "a retry within it gets the same task."},
+        {"coordinator.takeover_grace", D, "0", 0, 30 * 24 * HOUR, CO, 0,
+         "How old an idempotency key's reservation must be before a repeat that finds its task "
+         "unpublished (no record, or only QUEUED) publishes it again; 0 derives it from Kafka: "
+         "twice kafka.message.timeout.ms plus twice redis.command_timeout plus 5s."},
         {"coordinator.drain_timeout", D, "15s", 0, 1 * HOUR, CO, 0,
          "On SIGTERM, admissions in flight get this long to be acknowledged by Kafka before "
          "the coordinator exits."},

@@ -10,8 +10,8 @@
 #     --json shows the agent's parsed decision and its token usage;
 #   - submit --via-kafka (signed with the service key) is admitted and succeeds;
 #   - list filters by status and type and pages with its cursor;
-#   - unknown task → 4, bad token → 3, unknown type and malformed payload → 2, cancel of an
-#     ended task → 1, unreachable API → 5;
+#   - unknown task → 4, bad token → 3, unknown type, malformed payload and Kafka settings
+#     librdkafka refuses → 2, cancel of an ended task → 1, unreachable API → 5;
 #   - drive: 40 claims half over the API, half to Kafka, nothing lost or duplicated (exit 0,
 #     last stdout line a JSON summary).
 #
@@ -210,6 +210,10 @@ cli get --api-url "http://127.0.0.1:$(free_port)" "$ID"
 expect_rc 5 "get from an unreachable API"
 cli frobnicate
 expect_rc 2 "unknown command"
+# Each value is valid, the combination is not (the producer forces idempotence): a config
+# error, found only when the producer is made.
+cli submit --type claim.triage --via-kafka --key-id intake-svc --payload '{}' --set kafka.acks=1
+expect_rc 2 "submit --via-kafka with Kafka settings librdkafka refuses"
 
 # ---- drive -----------------------------------------------------------------------------------
 cli drive --tasks 40 --type claim.triage --payloads "$CLAIMS" --api-share 0.5 --timeout 90s \

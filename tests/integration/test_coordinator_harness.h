@@ -47,6 +47,10 @@ typedef struct harness_s {
         char config_hash[65];
         pid_t pid;
         char base_url[64];
+        /* Set before h_start() to add lines to the generated config, indented as in the file:
+         * settings under `coordinator:`, entries under `task_types:` (NULL: none). */
+        const char *extra_coordinator;
+        const char *extra_task_types;
 } harness_t;
 
 static harness_t H;
@@ -323,12 +327,13 @@ static bool h_write_config(void) {
                 "  topic.metadata.refresh.interval.ms: 2000\n"
                 "redis:\n  host: 127.0.0.1\n  port: %d\n"
                 "http:\n  address: 127.0.0.1\n  port: %d\n  max_body: 64KiB\n"
-                "coordinator:\n  group_id: %scoordinator\n  max_payload: 16KiB\n"
+                "coordinator:\n  group_id: %scoordinator\n  max_payload: 16KiB\n%s"
                 "integrations:\n"
                 "  noop:\n    method: POST\n    url: http://127.0.0.1:9/noop\n    timeout: 5s\n"
                 "task_types:\n"
                 "  noop:\n    integration: noop\n    lane: default\n    max_attempts: 3\n"
                 "  claim.check:\n    integration: noop\n    lane: claims\n    max_attempts: 2\n"
+                "%s"
                 "tokens:\n"
                 "  - principal: alice\n    tenant: tenant-a\n    roles: [submitter]\n"
                 "    sha256: \"sha256:%s\"\n"
@@ -337,7 +342,9 @@ static bool h_write_config(void) {
                 "service_keys:\n"
                 "  - key_id: svc-a\n    principal: intake-svc\n    tenant: tenant-a\n"
                 "    secret_env: AF_TEST_COORD_SVC_KEY\n",
-                H.prefix, H.bootstrap, H.redis_port, H.http_port, H.prefix, tok_a, tok_b);
+                H.prefix, H.bootstrap, H.redis_port, H.http_port, H.prefix,
+                H.extra_coordinator ? H.extra_coordinator : "",
+                H.extra_task_types ? H.extra_task_types : "", tok_a, tok_b);
         fclose(f);
         /* The catalog version is the sha256 of the file's bytes. */
         f = fopen(H.config_path, "rb");
