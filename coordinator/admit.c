@@ -10,10 +10,13 @@
  *     task type, versions.config_hash from the catalog it was admitted under.
  *  4. Idempotency: SET NX af:idem:{tenant}:<key> -> task id (24h). A repeat returns the earlier
  *     task instead of creating a second one; a failed publish deletes the key again.
+ *     Once the Task is acknowledged the key's value becomes "<id>:published".
  *     4b. Takeover: a coordinator killed between the SET NX and the Task's acknowledgement
- *     leaves a key whose task never runs. A repeat that finds such a key older than the
- *     takeover grace, and the earlier task with no index entry or only its QUEUED record,
- *     publishes it again (same id) instead of answering "queued" forever.
+ *     leaves a key that never becomes published, whose task never runs. A repeat that finds
+ *     the key unpublished answers "retry later" (503; the intake keeps the request and its
+ *     offset) while the first admission may still be under way, and once the key is older
+ *     than the takeover grace, with the earlier task showing no index entry or only its
+ *     QUEUED record, publishes it again (same id).
  *  5. Publish the QUEUED TaskResult to `results`, and once Kafka acknowledged it, index it and
  *     publish the Task to `tasks.<lane>`. This order keeps the compacted `results` from ending
  *     on QUEUED when a fast worker's final record raced ahead of it. The index is told of the
@@ -32,6 +35,9 @@
 #include "log.h"
 #include "wire_json.h"
 
+/* Appended to the task id in an idempotency key's value once the Task is in Kafka. */
+#define IDEM_PUBLISHED ":published"
+
 typedef struct adm_s {
         af_coord_t *co;
         af_admit_cb_t *cb;
@@ -48,6 +54,7 @@ typedef struct adm_s {
         int64_t idem_age_ms;  /* age of an earlier reservation found (step 4), -1 unknown */
         json_t *replay_entry; /* the earlier task's index entry while a takeover is tried */
         const char *takeover; /* why the earlier task is re-published, or NULL (step 4b) */
+        bool idem_published;  /* the earlier reservation is marked published (step 4) */
         int64_t t0_us;
 } adm_t;
 
@@ -104,13 +111,15 @@ static const char *outcome_name(af_err_t err, bool replayed) {
 }
 
 /* Answer the caller once and free the admission. task may be NULL on error. */
-static void adm_finish(adm_t *a, af_err_t err, const char *msg, bool replayed, json_t *task) {
+static void adm_finish_after(adm_t *a, af_err_t err, const char *msg, bool replayed, json_t *task,
+                             int64_t retry_after_ms) {
         af_coord_t *co = a->co;
         af_admit_out_t out = {.err = err,
                               .message = msg,
                               .replayed = replayed,
                               .task_id = a->task.id,
-                              .task = task};
+                              .task = task,
+                              .retry_after_ms = retry_after_ms};
         const char *lv[] = {a->task.type, outcome_name(err, replayed), NULL};
         const char *ov[] = {af_wire_origin2str(a->task.origin), NULL};
 
@@ -129,6 +138,10 @@ static void adm_finish(adm_t *a, af_err_t err, const char *msg, bool replayed, j
         af_metric_set(co->m.inflight, NULL, co->inflight);
         a->cb(&out, a->opaque);
         adm_free(a);
+}
+
+static void adm_finish(adm_t *a, af_err_t err, const char *msg, bool replayed, json_t *task) {
+        adm_finish_after(a, err, msg, replayed, task, 0);
 }
 
 /* ---- step 1-3: validate and build ------------------------------------------------------- */
@@ -396,6 +409,16 @@ static void audit_republished(adm_t *a) {
         json_decref(d);
 }
 
+/* The Task is in Kafka: say so in the idempotency key (same lifetime), so that a repeat
+ * answers at once instead of waiting out the takeover grace. Nobody waits for the reply: if
+ * it is lost, a repeat only waits, then publishes the task again, which is harmless. */
+static void idem_mark_published(adm_t *a) {
+        char val[AF_ULID_LEN + sizeof(IDEM_PUBLISHED)];
+        snprintf(val, sizeof(val), "%s" IDEM_PUBLISHED, a->task.id);
+        const char *argv[] = {"SET", a->idem_rkey, val, "XX", "KEEPTTL"};
+        af_redis_commandv(a->co->redis, NULL, NULL, 5, argv, NULL);
+}
+
 static void task_dr(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
                     void *opaque) {
         adm_t *a = opaque;
@@ -409,6 +432,8 @@ static void task_dr(af_err_t err, const char *errstr, int32_t partition, int64_t
                            NULL);
                 return;
         }
+        if (a->idem_rkey)
+                idem_mark_published(a);
         if (a->takeover)
                 audit_republished(a);
         else
@@ -579,10 +604,22 @@ static void replay_got(json_t *entry, const af_error_t *e, void *opaque) {
                 adm_finish(a, AF_ERR_UNAVAILABLE, "Redis unavailable; retry", false, NULL);
                 return;
         }
-        why = takeover_reason(entry);
-        /* Within the grace the first admission may still be publishing: answer as usual. */
-        if (!why || grace < 0 || a->idem_age_ms < grace) {
+        why = a->idem_published ? NULL : takeover_reason(entry);
+        if (!why) {
                 replay_answer(a, entry);
+                return;
+        }
+        /* Not published yet, as far as anyone can tell: the first admission may still be
+         * under way, or its coordinator died. Until the grace says which, a retry is the
+         * answer -- "queued" would be a promise nobody keeps if it died. */
+        if (grace < 0 || a->idem_age_ms < 0 || a->idem_age_ms < grace) {
+                char msg[192];
+                snprintf(msg, sizeof(msg),
+                         "an earlier request with this idempotency key (task %s) is still "
+                         "being admitted; retry",
+                         a->task.id);
+                /* Usually the first admission ends within milliseconds. */
+                adm_finish_after(a, AF_ERR_UNAVAILABLE, msg, false, NULL, 1000);
                 return;
         }
         a->takeover = why;
@@ -632,18 +669,28 @@ static void idem_lookup_cb(af_redis_t *r, const redisReply *reply, const af_erro
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
             reply->element[1]->type == REDIS_REPLY_INTEGER)
                 val = reply->element[0];
-        if (val && val->type == REDIS_REPLY_STRING && af_ulid_valid(val->str)) {
+        if (val && val->type == REDIS_REPLY_STRING &&
+            (val->len == AF_ULID_LEN ||
+             (val->len == AF_ULID_LEN + strlen(IDEM_PUBLISHED) &&
+              !memcmp(val->str + AF_ULID_LEN, IDEM_PUBLISHED, strlen(IDEM_PUBLISHED))))) {
+                char id[AF_ULID_LEN + 1];
+                memcpy(id, val->str, AF_ULID_LEN);
+                id[AF_ULID_LEN] = '\0';
+                if (!af_ulid_valid(id))
+                        goto again;
+                a->idem_published = val->len > AF_ULID_LEN;
                 /* A key without expiry (PTTL -1) was not set by us: never old enough. */
                 ttl_ms = af_config_int(a->co->conf, "coordinator.idempotency_ttl");
                 a->idem_age_ms =
                         reply->element[1]->integer >= 0 ? ttl_ms - reply->element[1]->integer : -1;
-                if (adopt_task_id(a, val->str)) {
+                if (adopt_task_id(a, id)) {
                         adm_finish(a, AF_ERR_NOMEM, "out of memory", false, NULL);
                         return;
                 }
                 af_index_get(a->co->index, a->task.id, replay_got, a);
                 return;
         }
+again:
         /* Expired between SET and GET: try to reserve again, a bounded number of times. */
         idem_reserve(a);
 }

@@ -131,6 +131,11 @@ static bool may_see(const actx_t *ctx, const json_t *entry) {
 static void submit_done(const af_admit_out_t *out, void *opaque) {
         actx_t *ctx = opaque;
         if (out->err) {
+                if (out->retry_after_ms > 0 && ctx->req) {
+                        char secs[AF_I64_STR_SIZE];
+                        af_i64_to_str(secs, (out->retry_after_ms + 999) / 1000);
+                        af_http_req_add_header(ctx->req, "Retry-After", secs);
+                }
                 ctx_reply_error(ctx, af_admit_http_status(out->err),
                                 out->err == AF_ERR_NOT_FOUND ? "unknown_type"
                                                              : af_err2code(out->err),

@@ -118,8 +118,9 @@ typedef struct af_admit_out_s {
         const char *message; /* human reason when err */
         bool replayed;       /* idempotency hit: the earlier task is returned */
         const char *task_id;
-        json_t *task; /* the task as JSON (borrowed: incref to keep); NULL for a new task
-                       * admitted from Kafka (ORIGIN_KAFKA), whose caller does not answer */
+        json_t *task;           /* the task as JSON (borrowed: incref to keep); NULL for a new task
+                                 * admitted from Kafka (ORIGIN_KAFKA), whose caller does not answer */
+        int64_t retry_after_ms; /* UNAVAILABLE: when a retry can succeed, 0 unknown */
 } af_admit_out_t;
 
 /* Called once per admission, on the loop; possibly from inside af_admit_submit() when the

@@ -11,8 +11,12 @@
  * the 24 h coordinator.idempotency_ttl). A repeat with that key must publish the task again
  * under the same id and the worker must run it to exactly one final result on `results`, with
  * one Task message, one QUEUED record (none added in window b), a task.republished audit event
- * and the metric; a second repeat must not publish it again. A key reserved just now (within
- * the grace) must be answered "queued" as before, with nothing published.
+ * and the metric; a second repeat must not publish it again (the key now says published). A
+ * key reserved just now (within the grace) is in doubt: a repeat over HTTP gets 503 with
+ * Retry-After and nothing is published. The same in-doubt key on a request from the
+ * `requests` topic -- a coordinator's crash redelivers exactly that -- is kept and retried
+ * by the intake until the grace (8 s here) has passed, and then its task is published: the
+ * redelivered request must not be acknowledged as "queued" while nobody publishes the task.
  *
  * The worker's integration points at a closed port, so every task ends FAILED
  * ("connection refused"): a final result, which is all this test needs.
@@ -34,6 +38,7 @@
 #define T_FINAL_MS  90000    /* generous: a loaded 2-core machine */
 #define T_OLD_PTTL  60000    /* ms left of 24 h: reserved almost a day ago */
 #define T_FRESH_TTL 86400000 /* the whole coordinator.idempotency_ttl: reserved just now */
+#define T_GRACE     "8s"     /* coordinator.takeover_grace of this test's coordinator */
 
 static bool skipped;
 static pid_t worker_pid;
@@ -228,7 +233,7 @@ static void test_window_b_queued_but_no_task(void **state) {
                     1);
 }
 
-static void test_within_grace_nothing_republished(void **state) {
+static void test_within_grace_http_repeat_is_told_to_retry(void **state) {
         char id[AF_ULID_LEN + 1], key[64];
         if (skipped)
                 skip();
@@ -237,9 +242,10 @@ static void test_within_grace_nothing_republished(void **state) {
         plant_key(key, id, T_FRESH_TTL);
 
         h_resp_t r = h_submit(H_TOKEN_A, "{\"type\":\"noop\",\"payload\":{\"n\":1}}", key);
-        assert_int_equal(r.status, 202);
-        assert_string_equal(h_str(r.json, "id"), id);
-        assert_string_equal(h_str(r.json, "status"), "queued");
+        assert_int_equal(r.status, 503);
+        assert_non_null(strstr(r.headers, "Retry-After: 1"));
+        assert_non_null(strstr(h_str(r.json, "message"), "still being admitted"));
+        assert_non_null(strstr(h_str(r.json, "message"), id));
         h_resp_free(&r);
 
         assert_int_equal(count("tasks.default", match_task_id, id, 0, 4000), 0);
@@ -247,6 +253,30 @@ static void test_within_grace_nothing_republished(void **state) {
                                AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_QUEUED, 3000),
                          0);
         assert_int_equal(count("audit", match_republished, id, 0, 3000), 0);
+}
+
+static void test_redelivered_request_waits_out_the_grace_then_publishes(void **state) {
+        char id[AF_ULID_LEN + 1], key[64], json[512];
+        if (skipped)
+                skip();
+        af_ulid_new(id);
+        snprintf(key, sizeof(key), "tko-r-%s", id);
+        plant_key(key, id, T_FRESH_TTL); /* a coordinator died on it just now */
+        int64_t t0 = af_clock_mono_ms();
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"noop\",\"payload\":{\"n\":2},\"token\":\"%s\","
+                 "\"request_id\":\"req-%s\",\"idempotency_key\":\"%s\"}",
+                 H_TOKEN_A, id, key);
+        assert_true(h_produce("requests", key, json, strlen(json), "application/json"));
+
+        char *st = wait_final(id);
+        assert_string_equal(st, "failed");
+        free(st);
+        /* Not before the grace: until then the first admission might have been alive. */
+        assert_true(af_clock_mono_ms() - t0 >= 8000);
+        assert_int_equal(count("tasks.default", match_task_id, id, 0, 5000), 1);
+        assert_int_equal(count("results", match_result, id, -1, 5000), 1);
+        assert_int_equal(count("audit", match_republished, id, 0, 5000), 1);
 }
 
 /* ---- setup: the coordinator (harness) plus one worker on the same config ----------------- */
@@ -267,7 +297,10 @@ static int setup(void **state) {
         char bin[512], group[160];
         const char *bindir = getenv("AF_BINARY_DIR");
         const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-        int rc = h_start("ctko");
+        int rc;
+
+        H.extra_coordinator = "  takeover_grace: " T_GRACE "\n";
+        rc = h_start("ctko");
 
         skipped = rc == 1;
         if (rc)
@@ -318,7 +351,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_window_a_key_reserved_nothing_produced),
                 cmocka_unit_test(test_window_b_queued_but_no_task),
-                cmocka_unit_test(test_within_grace_nothing_republished),
+                cmocka_unit_test(test_within_grace_http_repeat_is_told_to_retry),
+                cmocka_unit_test(test_redelivered_request_waits_out_the_grace_then_publishes),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
