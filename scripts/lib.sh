@@ -8,6 +8,15 @@ export AGENTFLEET_CACHE="${AGENTFLEET_CACHE:-$HOME/.cache/agentfleet}"
 af_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 af_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# af_wait_group BOOTSTRAP GROUP WANT SECONDS: wait until consumer group GROUP is stable with
+# WANT partitions assigned to its members. A group forms in a few rebalance rounds (seconds):
+# load started before that waits in Kafka and is measured as latency. @returns non-zero, with
+# the group's state said on stderr, at the deadline.
+af_wait_group() {
+  "${AF_BUILD_DIR:-$AF_ROOT/build}/af-kafka-admin" wait-group --bootstrap "$1" --group "$2" \
+    --partitions "$3" --timeout-ms $(( $4 * 1000 ))
+}
+
 # Debian packages the build, the tests and the services need. Each is there for a reason the
 # README gives; this list is the only place they are named.
 AF_DEBIAN_PACKAGES=(

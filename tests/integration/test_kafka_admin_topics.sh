@@ -4,7 +4,8 @@
 # of the prefix; delete-topics removes all of them (metadata no longer lists any) while a
 # second prefix's topics stay; a repeat delete is fine (0 deleted, 11 not there); and
 # delete-topics without an explicit --prefix refuses (exit 2) instead of deleting the default,
-# production prefix.
+# production prefix. wait-group returns once a real consumer group (an af-relay) is stable
+# holding the prefix's task partitions, and fails with the group's state when there is none.
 set -euo pipefail
 if [[ -z "${AF_TEST_KAFKA:-}" ]]; then
         echo "SKIP: AF_TEST_KAFKA is not set"
@@ -34,5 +35,20 @@ rc=0
 err=$("$ADMIN" delete-topics --bootstrap "$AF_TEST_KAFKA" 2>&1) || rc=$?
 [[ "$rc" == 2 && "$err" == *"explicit --prefix"* ]] || fail "no --prefix: rc=$rc, said: $err"
 
+# wait-group, on the kept prefix's 1-partition tasks.default, consumed by one af-relay.
+GROUP="tadmin-group-$RUN"
+"$AF_BINARY_DIR/af-relay" --bootstrap "$AF_TEST_KAFKA" --prefix "$KEPT" --lane default \
+        --group "$GROUP" --seconds 60 2>/dev/null &
+relay=$!
+trap 'kill $relay 2>/dev/null || true' EXIT
+"$ADMIN" wait-group --bootstrap "$AF_TEST_KAFKA" --group "$GROUP" --partitions 1 \
+        --timeout-ms 30000 || fail "wait-group: the relay's group did not form"
+rc=0
+err=$("$ADMIN" wait-group --bootstrap "$AF_TEST_KAFKA" --group "$GROUP-none" --partitions 1 \
+        --timeout-ms 1000 2>&1) || rc=$?
+[[ "$rc" == 1 && "$err" == *"0 of 1 partitions assigned"* ]] ||
+        fail "wait-group without a group: rc=$rc, said: $err"
+kill "$relay" 2>/dev/null || true
+
 "$ADMIN" delete-topics --bootstrap "$AF_TEST_KAFKA" --prefix "$KEPT" >/dev/null
-echo "PASS: create-topics and delete-topics touch exactly one prefix's topics"
+echo "PASS: create-topics and delete-topics touch exactly one prefix's topics; wait-group waits"

@@ -4,7 +4,9 @@
  * never slept), `create-topics` creates every agentfleet topic in one CreateTopics call
  * (an existing topic is fine, so it can run on every start), `delete-topics` deletes the
  * agentfleet topics of one prefix (a benchmark's or a test's, once it is done with them), and
- * `list-topics` prints the topics the broker knows (for status and for humans).
+ * `list-topics` prints the topics the broker knows (for status and for humans), and
+ * `wait-group` blocks until a consumer group has formed: stable, its members holding the given
+ * number of partitions between them (load started before that waits in Kafka).
  *
  * It uses librdkafka only, no libcommon: the services script compiles it directly with the C
  * compiler when the CMake build is unavailable, so a half-built tree never blocks the broker.
@@ -37,7 +39,8 @@ typedef struct admin_opts_s {
         int replication;
         int timeout_ms; /* overall deadline of the command */
         int verbose;
-        int prefix_given; /* --prefix on the command line, not the default */
+        int prefix_given;  /* --prefix on the command line, not the default */
+        const char *group; /* wait-group: the consumer group */
 } admin_opts_t;
 
 static long long now_ms(void) {
@@ -56,6 +59,8 @@ static void usage(FILE *out) {
                 "  delete-topics --bootstrap B --prefix P [--timeout-ms N]\n"
                 "                delete the agentfleet topics of prefix P (absent ones are fine)\n"
                 "  list-topics   --bootstrap B [--timeout-ms N]\n"
+                "  wait-group    --bootstrap B --group G --partitions N [--timeout-ms N]\n"
+                "                exit 0 once G is stable with N partitions assigned\n"
                 "options: -v logs librdkafka's broker chatter to stderr\n");
 }
 
@@ -366,6 +371,79 @@ out:
         return rc;
 }
 
+/* One DescribeConsumerGroups of o->group: *state and the partitions its members hold.
+ * @returns 0, or 1 when the broker did not answer. */
+static int describe_group(rd_kafka_t *rk, const admin_opts_t *o,
+                          rd_kafka_consumer_group_state_t *state, int *assigned) {
+        char errstr[512];
+        const char *groups[1] = {o->group};
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_AdminOptions_t *aopts =
+                rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
+        rd_kafka_event_t *ev;
+        int rc = 1;
+
+        rd_kafka_AdminOptions_set_request_timeout(aopts, 5000, errstr, sizeof(errstr));
+        rd_kafka_DescribeConsumerGroups(rk, groups, 1, aopts, q);
+        ev = rd_kafka_queue_poll(q, 10000);
+        if (ev && !rd_kafka_event_error(ev)) {
+                size_t cnt = 0;
+                const rd_kafka_ConsumerGroupDescription_t **gs =
+                        rd_kafka_DescribeConsumerGroups_result_groups(
+                                rd_kafka_event_DescribeConsumerGroups_result(ev), &cnt);
+                if (cnt == 1 && !rd_kafka_ConsumerGroupDescription_error(gs[0])) {
+                        *state = rd_kafka_ConsumerGroupDescription_state(gs[0]);
+                        *assigned = 0;
+                        for (size_t m = 0;
+                             m < rd_kafka_ConsumerGroupDescription_member_count(gs[0]); m++) {
+                                const rd_kafka_MemberAssignment_t *a =
+                                        rd_kafka_MemberDescription_assignment(
+                                                rd_kafka_ConsumerGroupDescription_member(gs[0], m));
+                                const rd_kafka_topic_partition_list_t *parts =
+                                        a ? rd_kafka_MemberAssignment_partitions(a) : NULL;
+                                *assigned += parts ? parts->cnt : 0;
+                        }
+                        rc = 0;
+                }
+        }
+        if (ev)
+                rd_kafka_event_destroy(ev);
+        rd_kafka_AdminOptions_destroy(aopts);
+        rd_kafka_queue_destroy(q);
+        return rc;
+}
+
+static int cmd_wait_group(const admin_opts_t *o) {
+        long long deadline = now_ms() + o->timeout_ms;
+        rd_kafka_consumer_group_state_t state = RD_KAFKA_CONSUMER_GROUP_STATE_UNKNOWN;
+        int assigned = 0, rc = 1;
+        rd_kafka_t *rk;
+
+        if (!o->group) {
+                fprintf(stderr, "af-kafka-admin: wait-group needs --group\n");
+                return 2;
+        }
+        if (!(rk = client_new(o)))
+                return 1;
+        if (wait_metadata(rk, o, deadline))
+                goto out;
+        while (now_ms() < deadline) {
+                if (!describe_group(rk, o, &state, &assigned) &&
+                    state == RD_KAFKA_CONSUMER_GROUP_STATE_STABLE && assigned == o->partitions) {
+                        rc = 0;
+                        goto out;
+                }
+                struct timespec ts = {0, 200 * 1000000L};
+                nanosleep(&ts, NULL);
+        }
+        fprintf(stderr, "af-kafka-admin: group %s: %s, %d of %d partitions assigned after %d ms\n",
+                o->group, rd_kafka_consumer_group_state_name(state), assigned, o->partitions,
+                o->timeout_ms);
+out:
+        rd_kafka_destroy(rk);
+        return rc;
+}
+
 static int cmd_list_topics(const admin_opts_t *o) {
         long long deadline = now_ms() + o->timeout_ms;
         const struct rd_kafka_metadata *md = NULL;
@@ -429,7 +507,9 @@ int main(int argc, char **argv) {
                 else if (!strcmp(a, "--prefix")) {
                         o.prefix = v;
                         o.prefix_given = 1;
-                } else if (!strcmp(a, "--partitions"))
+                } else if (!strcmp(a, "--group"))
+                        o.group = v;
+                else if (!strcmp(a, "--partitions"))
                         intp = &o.partitions;
                 else if (!strcmp(a, "--replication"))
                         intp = &o.replication;
@@ -461,6 +541,8 @@ int main(int argc, char **argv) {
                 return cmd_delete_topics(&o);
         if (!strcmp(o.cmd, "list-topics"))
                 return cmd_list_topics(&o);
+        if (!strcmp(o.cmd, "wait-group"))
+                return cmd_wait_group(&o);
         fprintf(stderr, "af-kafka-admin: unknown command %s\n", o.cmd);
         usage(stderr);
         return 2;
