@@ -256,14 +256,11 @@ out:
 static af_err_t produce_msg(af_coord_t *co, const char *topic, const char *key, uint8_t *bytes,
                             size_t len, const char *traceparent, af_delivery_cb_t *cb, void *opaque,
                             char *errstr, size_t errstr_size) {
-        static const char ct[] = "application/x-protobuf";
-        af_kafka_header_t hdrs[2] = {{"content-type", ct, sizeof(ct) - 1},
-                                     {"traceparent", traceparent, strlen(traceparent)}};
         if (!co->producer)
                 return af_errstr(AF_ERR_UNAVAILABLE, errstr, errstr_size,
                                  "coordinator is shutting down");
-        return af_producer_send(co->producer, topic, -1 /*by key*/, key, strlen(key), bytes, len,
-                                hdrs, 2, cb, opaque, errstr, errstr_size);
+        return af_producer_send_pb(co->producer, topic, key, bytes, len, traceparent, cb, opaque,
+                                   errstr, errstr_size);
 }
 
 /* Produce res to `results`; with own, first register its bytes with the index (the QUEUED

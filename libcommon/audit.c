@@ -252,22 +252,12 @@ af_err_t af_audit_emit(af_audit_t *a, Agentfleet__V1__AuditEvent *ev, af_deliver
         size_t off = 0, len = 0;
         uint8_t *bytes = NULL;
         char errstr[256] = "";
-        af_kafka_header_t hdrs[2];
-        size_t hdr_cnt = 0;
-        const char *key;
 
         err = audit_seal(a, ev, &bytes, &off, &len);
         if (err || !a->p)
                 goto out;
-        hdrs[hdr_cnt++] = (af_kafka_header_t){"content-type", "application/x-protobuf",
-                                              strlen("application/x-protobuf")};
-        if (ev->traceparent && *ev->traceparent)
-                hdrs[hdr_cnt++] = (af_kafka_header_t){"traceparent", ev->traceparent,
-                                                      strlen(ev->traceparent)};
-        key = ev->task_id && *ev->task_id ? ev->task_id : NULL;
-        err = af_producer_send(a->p, a->topic, -1 /*by key*/, key, key ? strlen(key) : 0,
-                               bytes + off, len, hdrs, hdr_cnt, cb ? cb : audit_delivery_log,
-                               opaque, errstr, sizeof(errstr));
+        err = af_producer_send_pb(a->p, a->topic, ev->task_id, bytes + off, len, ev->traceparent,
+                                  cb ? cb : audit_delivery_log, opaque, errstr, sizeof(errstr));
         if (err)
                 af_error("audit event %s (%s) not produced: %s", ev->action ? ev->action : "",
                          ev->task_id ? ev->task_id : "", errstr);

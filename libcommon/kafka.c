@@ -380,6 +380,20 @@ out:
         return err;
 }
 
+af_err_t af_producer_send_pb(af_producer_t *p, const char *topic, const char *key,
+                             const void *value, size_t value_len, const char *traceparent,
+                             af_delivery_cb_t *cb, void *opaque, char *errstr, size_t errstr_size) {
+        static const char ct[] = "application/x-protobuf";
+        af_kafka_header_t hdrs[2] = {{"content-type", ct, sizeof(ct) - 1}};
+        size_t n = 1;
+        size_t key_len = key ? strlen(key) : 0;
+
+        if (traceparent && *traceparent)
+                hdrs[n++] = (af_kafka_header_t){"traceparent", traceparent, strlen(traceparent)};
+        return af_producer_send(p, topic, -1 /*by key*/, key_len ? key : NULL, key_len, value,
+                                value_len, hdrs, n, cb, opaque, errstr, errstr_size);
+}
+
 int af_producer_outq_len(af_producer_t *p) {
         return p->outq;
 }

@@ -56,6 +56,12 @@ af_err_t af_producer_send(af_producer_t *p, const char *topic, int32_t partition
                           size_t key_len, const void *value, size_t value_len,
                           const af_kafka_header_t *hdrs, size_t hdr_cnt, af_delivery_cb_t *cb,
                           void *opaque, char *errstr, size_t errstr_size);
+/* af_producer_send of one of our protobuf records, the way every record on our topics goes:
+ * keyed (key NULL or "": none), partitioned by key, with the header content-type
+ * application/x-protobuf and, when traceparent is non-empty, traceparent. */
+af_err_t af_producer_send_pb(af_producer_t *p, const char *topic, const char *key,
+                             const void *value, size_t value_len, const char *traceparent,
+                             af_delivery_cb_t *cb, void *opaque, char *errstr, size_t errstr_size);
 /* Messages queued but not yet reported. */
 int af_producer_outq_len(af_producer_t *p);
 /* Block up to timeout_ms serving delivery reports (shutdown only; not inside callbacks). */

@@ -203,17 +203,9 @@ static void emit_on_result(af_err_t err, const char *errstr, int32_t partition, 
 
 static af_err_t emit_send(af_worker_t *w, const char *topic, const char *key, const void *val,
                           size_t len, const char *traceparent, af_delivery_cb_t *cb, void *opaque) {
-        af_kafka_header_t hdrs[2];
-        size_t n = 0;
         char errstr[256] = "";
-        af_err_t err;
-
-        hdrs[n++] = (af_kafka_header_t){"content-type", "application/x-protobuf",
-                                        sizeof("application/x-protobuf") - 1};
-        if (traceparent && *traceparent)
-                hdrs[n++] = (af_kafka_header_t){"traceparent", traceparent, strlen(traceparent)};
-        err = af_producer_send(w->producer, topic, -1 /*by key*/, key, key ? strlen(key) : 0, val,
-                               len, hdrs, n, cb, opaque, errstr, sizeof(errstr));
+        af_err_t err = af_producer_send_pb(w->producer, topic, key, val, len, traceparent, cb,
+                                           opaque, errstr, sizeof(errstr));
         if (err)
                 af_warn("produce to %s failed: %s", topic, errstr);
         return err;
