@@ -37,8 +37,10 @@
  * calls in flight to a handful of hosts, so the cache is sized for that. */
 #define AF_HTTP_CLIENT_MAX_IDLE_CONNS 1024
 /* Finished easy handles kept for reuse, saving curl's large per-handle allocation and
- * initialisation on every request. */
-#define AF_HTTP_CLIENT_EASY_POOL 256
+ * initialisation on every request. As many as connections are cached: with fewer, a worker
+ * with more calls in flight than the pool holds set up and freed a handle for most of them
+ * (bench/run, 2 workers at concurrency 512). */
+#define AF_HTTP_CLIENT_EASY_POOL AF_HTTP_CLIENT_MAX_IDLE_CONNS
 
 typedef struct af_http_xfer_s af_http_xfer_t;
 
