@@ -146,6 +146,18 @@ out:
         return rc;
 }
 
+/* Options of a CreateTopics or DeleteTopics: the controller's operation and the request both
+ * bounded by AF_ADMIN_OP_TIMEOUT_MS. */
+static rd_kafka_AdminOptions_t *topic_op_options(rd_kafka_t *rk, rd_kafka_admin_op_t op) {
+        char errstr[256];
+        rd_kafka_AdminOptions_t *aopts = rd_kafka_AdminOptions_new(rk, op);
+        rd_kafka_AdminOptions_set_operation_timeout(aopts, AF_ADMIN_OP_TIMEOUT_MS, errstr,
+                                                    sizeof(errstr));
+        rd_kafka_AdminOptions_set_request_timeout(aopts, AF_ADMIN_OP_TIMEOUT_MS, errstr,
+                                                  sizeof(errstr));
+        return aopts;
+}
+
 /* One CreateTopics request for all topics. @returns 0 when every topic exists afterwards,
  * 2 when some failed with a retriable error (caller may try again), 1 otherwise. */
 static int create_once(rd_kafka_t *rk, const admin_opts_t *o) {
@@ -173,11 +185,7 @@ static int create_once(rd_kafka_t *rk, const admin_opts_t *o) {
                 }
         }
 
-        aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-        rd_kafka_AdminOptions_set_operation_timeout(aopts, AF_ADMIN_OP_TIMEOUT_MS, errstr,
-                                                    sizeof(errstr));
-        rd_kafka_AdminOptions_set_request_timeout(aopts, AF_ADMIN_OP_TIMEOUT_MS, errstr,
-                                                  sizeof(errstr));
+        aopts = topic_op_options(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
         rd_kafka_CreateTopics(rk, nt, AF_ADMIN_TOPIC_CNT, aopts, q);
         ev = rd_kafka_queue_poll(q, AF_ADMIN_OP_TIMEOUT_MS + 5000);
         if (!ev) {
@@ -301,7 +309,6 @@ out:
  * under that prefix are named, so nothing else on the broker can go. @returns 0 when none of
  * them exists afterwards, 1 otherwise. */
 static int cmd_delete_topics(const admin_opts_t *o) {
-        char errstr[512];
         char names[AF_ADMIN_TOPIC_CNT][256];
         rd_kafka_DeleteTopic_t *dt[AF_ADMIN_TOPIC_CNT] = {0};
         rd_kafka_AdminOptions_t *aopts = NULL;
@@ -325,11 +332,7 @@ static int cmd_delete_topics(const admin_opts_t *o) {
                 dt[i] = rd_kafka_DeleteTopic_new(names[i]);
         }
         q = rd_kafka_queue_new(rk);
-        aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
-        rd_kafka_AdminOptions_set_operation_timeout(aopts, AF_ADMIN_OP_TIMEOUT_MS, errstr,
-                                                    sizeof(errstr));
-        rd_kafka_AdminOptions_set_request_timeout(aopts, AF_ADMIN_OP_TIMEOUT_MS, errstr,
-                                                  sizeof(errstr));
+        aopts = topic_op_options(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
         rd_kafka_DeleteTopics(rk, dt, AF_ADMIN_TOPIC_CNT, aopts, q);
         ev = rd_kafka_queue_poll(q, AF_ADMIN_OP_TIMEOUT_MS + 5000);
         if (!ev || rd_kafka_event_error(ev)) {
