@@ -64,6 +64,7 @@ struct imsg_s {
         char idem[320];
         step_t step;
         af_err_t dlq_err;
+        bool dlq_omit_original; /* Kafka refused the dead letter as too large */
         char reason[512];
         uint32_t attempts; /* retries of the current step */
         af_timer_t *retry;
@@ -133,11 +134,19 @@ static void imsg_retry_later(imsg_t *m, const char *why) {
 
 /* ---- dead letters ------------------------------------------------------------------------- */
 
+static void send_dlq(imsg_t *m);
+
 static void dlq_dr(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
                    void *opaque) {
         imsg_t *m = opaque;
         if (err && m->in->co->closing) {
                 imsg_abandon(m);
+                return;
+        }
+        if (err == AF_ERR_TOO_LARGE && !m->dlq_omit_original) {
+                /* Sending it again as it is would never end: without the original. */
+                m->dlq_omit_original = true;
+                send_dlq(m);
                 return;
         }
         if (err) {
@@ -167,8 +176,20 @@ static void send_dlq(imsg_t *m) {
         e.err = m->dlq_err;
         e.reason = m->reason;
         e.attempts = 1;
-        if (af_dlq_send(co->producer, co->topic_dlq, &e, dlq_dr, m, errstr, sizeof(errstr)))
+        char *why = NULL;
+        if (m->dlq_omit_original && af_dlq_omit_original(&e, co->topic_dlq, &why))
+                af_warn("intake: dead letter of %s [%d] @%lld too large: sent without the "
+                        "original request",
+                        co->topic_requests, (int) m->partition, (long long) m->offset);
+        af_err_t err =
+                af_dlq_send(co->producer, co->topic_dlq, &e, dlq_dr, m, errstr, sizeof(errstr));
+        free(why); /* packed by af_dlq_send */
+        if (err == AF_ERR_TOO_LARGE && !m->dlq_omit_original) {
+                m->dlq_omit_original = true;
+                send_dlq(m);
+        } else if (err) {
                 imsg_retry_later(m, errstr);
+        }
 }
 
 /* Refuse the request: audit it, then dead-letter it (the step survives Kafka outages). */

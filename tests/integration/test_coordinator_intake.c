@@ -229,6 +229,62 @@ static void test_bad_messages_dead_lettered_then_valid_admitted(void **state) {
         h_resp_free(&r);
 }
 
+typedef struct dlq_omitted_s {
+        const char *needle_in_reason;
+        bool omitted; /* the match carried no original */
+        char reason[512];
+} dlq_omitted_t;
+
+static bool match_dlq_reason(const rd_kafka_message_t *m, void *opaque) {
+        dlq_omitted_t *dm = opaque;
+        Agentfleet__V1__DeadLetter *dl =
+                agentfleet__v1__dead_letter__unpack(NULL, m->len, m->payload);
+        bool hit = dl && strstr(dl->reason, dm->needle_in_reason);
+        if (hit) {
+                dm->omitted = dl->original.len == 0;
+                snprintf(dm->reason, sizeof(dm->reason), "%s", dl->reason);
+        }
+        if (dl)
+                agentfleet__v1__dead_letter__free_unpacked(dl, NULL);
+        return hit;
+}
+
+/* A malformed request too large for the dlq topic (4000 bytes a record here) is dead-lettered
+ * without its original bytes, the reason saying where they stay; the next valid request on the
+ * same partition is still admitted (nothing waits on the refused record forever). */
+static void test_too_large_dead_letter_goes_without_its_original(void **state) {
+        if (skipped)
+                skip();
+        char dlq[256], rid[64], json[512], needle[64];
+        snprintf(dlq, sizeof(dlq), "%sdlq", H.prefix);
+        af_test_delete_topic(H.bootstrap, dlq);
+        assert_true(af_test_create_topic(H.bootstrap, dlq, 4000));
+
+        /* Random, so compression cannot shrink it under the limit; a unique size finds it. */
+        size_t len = 6000 + (size_t) (af_clock_wall_ms() % 997);
+        uint8_t *big = malloc(len);
+        assert_non_null(big);
+        af_random_bytes(big, len);
+        memcpy(big, "\xff\xff\xff\x07", 4); /* not a TaskRequest */
+        assert_true(h_produce("requests", "too-large", big, len, "application/x-protobuf"));
+        free(big);
+        unique(rid, sizeof(rid), "after-large");
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"noop\",\"payload\":{},\"token\":\"%s\",\"request_id\":\"%s\"}",
+                 H_TOKEN_A, rid);
+        produce_json("too-large", json, "application/json");
+
+        snprintf(needle, sizeof(needle), "(%zu bytes)", len);
+        dlq_omitted_t dm = {.needle_in_reason = needle};
+        assert_int_equal(h_scan("dlq", match_dlq_reason, &dm, 30000, false), 1);
+        assert_true(dm.omitted);
+        if (!strstr(dm.reason, "original omitted: too large for"))
+                fail_msg("reason \"%s\" does not say the original was omitted", dm.reason);
+        req_match_t rm = {.request_id = rid};
+        assert_int_equal(h_scan("tasks.default", match_request_id, &rm, 30000, false), 1);
+        agentfleet__v1__task__free_unpacked(rm.task, NULL);
+}
+
 typedef struct audit_count_s {
         const char *action;
 } audit_count_t;
@@ -285,6 +341,7 @@ int main(void) {
                 cmocka_unit_test(test_signed_protobuf_request_admitted),
                 cmocka_unit_test(test_redelivered_request_is_one_task),
                 cmocka_unit_test(test_bad_messages_dead_lettered_then_valid_admitted),
+                cmocka_unit_test(test_too_large_dead_letter_goes_without_its_original),
                 cmocka_unit_test(test_refusals_are_audited),
                 cmocka_unit_test(test_restart_does_not_readmit),
                 cmocka_unit_test(test_sigterm_drains),

@@ -86,49 +86,12 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *group) {
         return rk;
 }
 
-/* Delete topic (deleting = true) or create it with one partition and the size limit, and wait
- * until the metadata agrees. */
+/* Delete topic (deleting = true), or create it with one partition and the size limit. */
 static void limited_topic(const char *topic, bool deleting) {
-        char errstr[256];
-        rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, NULL);
-        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-        rd_kafka_event_t *ev;
-
-        if (deleting) {
-                rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(topic);
-                rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
-                rd_kafka_DeleteTopic_destroy(dt);
-        } else {
-                rd_kafka_NewTopic_t *nt =
-                        rd_kafka_NewTopic_new(topic, 1, 1, errstr, sizeof(errstr));
-                assert_non_null(nt);
-                assert_int_equal(rd_kafka_NewTopic_set_config(nt, "max.message.bytes", TOPIC_MAX),
-                                 RD_KAFKA_RESP_ERR_NO_ERROR);
-                rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
-                rd_kafka_NewTopic_destroy(nt);
-        }
-        ev = rd_kafka_queue_poll(q, 30000);
-        assert_non_null(ev);
-        assert_int_equal(rd_kafka_event_error(ev), RD_KAFKA_RESP_ERR_NO_ERROR);
-        rd_kafka_event_destroy(ev);
-        for (int i = 0; i < 150; i++) {
-                const struct rd_kafka_metadata *md = NULL;
-                bool listed = false, led = false;
-                if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                        for (int t = 0; t < md->topic_cnt; t++)
-                                if (!strcmp(md->topics[t].topic, topic) && !md->topics[t].err) {
-                                        listed = true;
-                                        led = md->topics[t].partition_cnt == 1 &&
-                                              md->topics[t].partitions[0].leader >= 0;
-                                }
-                        rd_kafka_metadata_destroy(md);
-                }
-                if (deleting ? !listed : led)
-                        break;
-                usleep(200 * 1000);
-        }
-        rd_kafka_queue_destroy(q);
-        rd_kafka_destroy(rk);
+        if (deleting)
+                af_test_delete_topic(R.bootstrap, topic);
+        else
+                assert_true(af_test_create_topic(R.bootstrap, topic, atoi(TOPIC_MAX)));
 }
 
 /* The worker group's committed offset of tasks.default[0] (-1 when none). */

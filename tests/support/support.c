@@ -106,3 +106,82 @@ void af_test_delete_topics(const af_config_t *conf, const char *bootstrap) {
         rd_kafka_queue_destroy(q);
         rd_kafka_destroy(rk);
 }
+
+/* One admin request of rk on q: @returns whether it answered without a request-level error. */
+static bool admin_answered(rd_kafka_queue_t *q) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+        bool ok = ev && !rd_kafka_event_error(ev);
+        if (ev)
+                rd_kafka_event_destroy(ev);
+        return ok;
+}
+
+/* Whether topic is listed (listed_only) or listed with its one partition led. */
+static bool topic_state(rd_kafka_t *rk, const char *topic, bool listed_only) {
+        const struct rd_kafka_metadata *md = NULL;
+        bool hit = false;
+        if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                return false;
+        for (int t = 0; t < md->topic_cnt; t++)
+                if (!strcmp(md->topics[t].topic, topic) && !md->topics[t].err)
+                        hit = listed_only || (md->topics[t].partition_cnt == 1 &&
+                                              md->topics[t].partitions[0].leader >= 0);
+        rd_kafka_metadata_destroy(md);
+        return hit;
+}
+
+static rd_kafka_t *admin_client(const char *bootstrap) {
+        char errstr[512];
+        rd_kafka_conf_t *kc = rd_kafka_conf_new();
+        rd_kafka_t *rk;
+        rd_kafka_conf_set(kc, "bootstrap.servers", bootstrap, errstr, sizeof(errstr));
+        if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr))))
+                rd_kafka_conf_destroy(kc);
+        return rk;
+}
+
+void af_test_delete_topic(const char *bootstrap, const char *topic) {
+        rd_kafka_t *rk = admin_client(bootstrap);
+        rd_kafka_queue_t *q;
+        rd_kafka_DeleteTopic_t *dt;
+
+        if (!rk)
+                return;
+        q = rd_kafka_queue_new(rk);
+        dt = rd_kafka_DeleteTopic_new(topic);
+        rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
+        rd_kafka_DeleteTopic_destroy(dt);
+        admin_answered(q); /* absent is fine */
+        for (int i = 0; i < 150 && topic_state(rk, topic, true); i++)
+                usleep(200 * 1000);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+}
+
+bool af_test_create_topic(const char *bootstrap, const char *topic, int max_bytes) {
+        char errstr[512], limit[32];
+        rd_kafka_t *rk = admin_client(bootstrap);
+        rd_kafka_NewTopic_t *nt;
+        rd_kafka_queue_t *q;
+        bool ok = false;
+
+        if (!rk)
+                return false;
+        q = rd_kafka_queue_new(rk);
+        nt = rd_kafka_NewTopic_new(topic, 1, 1, errstr, sizeof(errstr));
+        if (nt && max_bytes > 0) {
+                snprintf(limit, sizeof(limit), "%d", max_bytes);
+                rd_kafka_NewTopic_set_config(nt, "max.message.bytes", limit);
+        }
+        if (nt) {
+                rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+                rd_kafka_NewTopic_destroy(nt);
+                if (admin_answered(q))
+                        for (int i = 0; i < 150 && !ok; i++)
+                                if (!(ok = topic_state(rk, topic, false)))
+                                        usleep(200 * 1000);
+        }
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+        return ok;
+}

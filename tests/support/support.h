@@ -34,4 +34,10 @@ bool af_test_loop_until(af_loop_t *loop, af_test_cond_t *cond, void *arg, int64_
  * bootstrap; waits up to 30 s for the answer. Best effort: for test teardown. */
 void af_test_delete_topics(const af_config_t *conf, const char *bootstrap);
 
+/* Delete topic (absent is fine) and wait until the metadata no longer lists it. */
+void af_test_delete_topic(const char *bootstrap, const char *topic);
+/* Create topic with one partition and max.message.bytes max_bytes (0: the broker's default);
+ * waits until the metadata shows it led. @returns whether it did within 30 s. */
+bool af_test_create_topic(const char *bootstrap, const char *topic, int max_bytes);
+
 #endif
