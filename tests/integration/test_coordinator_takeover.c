@@ -294,8 +294,7 @@ static bool log_has(const char *path, const char *needle) {
 }
 
 static int setup(void **state) {
-        char bin[512], group[160];
-        const char *bindir = getenv("AF_BINARY_DIR");
+        char group[160];
         const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
         int rc;
 
@@ -305,18 +304,12 @@ static int setup(void **state) {
         skipped = rc == 1;
         if (rc)
                 return rc < 0 ? -1 : 0;
-        snprintf(bin, sizeof(bin), "%s/agentfleet-worker", bindir ? bindir : ".");
         snprintf(group, sizeof(group), "worker.group_id=%sworkers", H.prefix);
         snprintf(worker_log, sizeof(worker_log), "%.160s/af-%sworker.log", tmp, H.prefix);
-        worker_pid = fork();
-        if (worker_pid == 0) {
-                if (!freopen(worker_log, "w", stdout) || dup2(fileno(stdout), 2) < 0)
-                        _exit(126);
-                execl(bin, bin, "--config", H.config_path, "--set", group, "--set",
-                      "kafka.session.timeout.ms=6000", (char *) NULL);
-                perror("exec");
-                _exit(127);
-        }
+        const char *args[] = {"--config", H.config_path, "--set",
+                              group,      "--set",       "kafka.session.timeout.ms=6000",
+                              NULL};
+        worker_pid = af_test_spawn("agentfleet-worker", worker_log, args);
         for (int i = 0; i < 600; i++) {
                 int st;
                 if (waitpid(worker_pid, &st, WNOHANG) == worker_pid) {

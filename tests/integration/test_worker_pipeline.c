@@ -528,16 +528,9 @@ static void create_topics(void) {
 }
 
 static void start_worker(void) {
-        char bin[512];
-        snprintf(bin, sizeof(bin), "%s/agentfleet-worker", getenv("AF_BINARY_DIR"));
-        R.worker = fork();
-        assert_true(R.worker >= 0);
-        if (R.worker == 0) {
-                FILE *log = freopen(R.log_path, "w", stderr);
-                (void) log;
-                execl(bin, bin, "--config", R.conf_path, (char *) NULL);
-                _exit(127);
-        }
+        const char *args[] = {"--config", R.conf_path, NULL};
+        R.worker = af_test_spawn("agentfleet-worker", R.log_path, args);
+        assert_true(R.worker > 0);
 }
 
 static int group_setup(void **state) {

@@ -303,16 +303,9 @@ static int group_setup(void **state) {
                                      errstr, sizeof(errstr));
         assert_non_null(R.consumer);
 
-        R.worker = fork();
-        assert_true(R.worker >= 0);
-        if (R.worker == 0) {
-                char bin[512];
-                snprintf(bin, sizeof(bin), "%s/agentfleet-worker", getenv("AF_BINARY_DIR"));
-                if (!freopen(R.log_path, "w", stderr))
-                        _exit(126);
-                execl(bin, bin, "--config", R.conf_path, (char *) NULL);
-                _exit(127);
-        }
+        const char *args[] = {"--config", R.conf_path, NULL};
+        R.worker = af_test_spawn("agentfleet-worker", R.log_path, args);
+        assert_true(R.worker > 0);
 
         /* Warm-up: the worker has joined and runs tasks. */
         produce_task(R.first, "C-0");

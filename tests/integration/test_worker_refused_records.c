@@ -344,16 +344,9 @@ static int group_setup(void **state) {
         af_http_server_route(R.stub, "POST", "/big", false, stub_big, NULL);
         af_http_server_route(R.stub, "POST", "/scalar", false, stub_scalar, NULL);
         write_config();
-        R.worker = fork();
-        assert_true(R.worker >= 0);
-        if (R.worker == 0) {
-                char bin[512];
-                snprintf(bin, sizeof(bin), "%s/agentfleet-worker", getenv("AF_BINARY_DIR"));
-                if (!freopen(R.log_path, "w", stderr))
-                        _exit(126);
-                execl(bin, bin, "--config", R.conf_path, (char *) NULL);
-                _exit(127);
-        }
+        const char *args[] = {"--config", R.conf_path, NULL};
+        R.worker = af_test_spawn("agentfleet-worker", R.log_path, args);
+        assert_true(R.worker > 0);
         return 0;
 }
 

@@ -185,3 +185,26 @@ bool af_test_create_topic(const char *bootstrap, const char *topic, int max_byte
         rd_kafka_destroy(rk);
         return ok;
 }
+
+pid_t af_test_spawn(const char *name, const char *log_path, const char *const args[]) {
+        char bin[512];
+        const char *argv[32];
+        size_t n = 0;
+        const char *dir = getenv("AF_BINARY_DIR");
+        pid_t pid;
+
+        snprintf(bin, sizeof(bin), "%s/%s", dir ? dir : ".", name);
+        argv[n++] = bin;
+        for (size_t i = 0; args && args[i] && n < sizeof(argv) / sizeof(argv[0]) - 1; i++)
+                argv[n++] = args[i];
+        argv[n] = NULL;
+        pid = fork();
+        if (pid == 0) {
+                if (!freopen(log_path, "w", stdout) || dup2(fileno(stdout), 2) < 0)
+                        _exit(126);
+                execv(bin, (char *const *) argv);
+                perror("exec");
+                _exit(127);
+        }
+        return pid;
+}

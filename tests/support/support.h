@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "loop.h"
@@ -33,6 +34,10 @@ bool af_test_loop_until(af_loop_t *loop, af_test_cond_t *cond, void *arg, int64_
 /* Delete every topic of conf's topic.prefix (the set scripts/services creates) on the broker at
  * bootstrap; waits up to 30 s for the answer. Best effort: for test teardown. */
 void af_test_delete_topics(const af_config_t *conf, const char *bootstrap);
+
+/* Start the program <AF_BINARY_DIR>/<name> with argv[1..] = args (NULL-terminated), its
+ * stdout and stderr to log_path (truncated). @returns its pid, or -1 (fork failed). */
+pid_t af_test_spawn(const char *name, const char *log_path, const char *const args[]);
 
 /* Delete topic (absent is fine) and wait until the metadata no longer lists it. */
 void af_test_delete_topic(const char *bootstrap, const char *topic);
