@@ -188,8 +188,8 @@ static af_err_t validate_and_build(adm_t *a, const af_admit_in_t *in, char *errs
         }
         if (tt->max_payload_bytes > 0 && tt->max_payload_bytes < max_payload)
                 max_payload = tt->max_payload_bytes;
-        if ((err = af_wire_taskrequest_check(req, (size_t) max_payload, af_clock_wall_ms(), errstr,
-                                             errstr_size)))
+        if ((err = af_wire_taskrequest_check_payload(req, (size_t) max_payload, in->payload_object,
+                                                     af_clock_wall_ms(), errstr, errstr_size)))
                 goto out;
         if (in->idem_key && strlen(in->idem_key) > AF_WIRE_KEY_MAX) {
                 err = af_errstr(AF_ERR_INVALID, errstr, errstr_size,

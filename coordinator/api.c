@@ -154,6 +154,7 @@ static void submit_done(const af_admit_out_t *out, void *opaque) {
 
 static void h_submit(af_http_req_t *req, void *opaque) {
         af_coord_t *co = opaque;
+        bool payload_object = false;
         const char *route = "POST /v1/tasks";
         char errstr[512] = "";
         size_t len = 0;
@@ -169,8 +170,8 @@ static void h_submit(af_http_req_t *req, void *opaque) {
                                 "({\"type\": ..., \"payload\": {...}}) is expected");
                 return;
         }
-        if (af_wire_taskrequest_from_json(body, len, AF_WIRE_F_STRICT, &treq, errstr,
-                                          sizeof(errstr))) {
+        if (af_wire_taskrequest_from_json_ex(body, len, AF_WIRE_F_STRICT, &treq, &payload_object,
+                                             errstr, sizeof(errstr))) {
                 reply_error_now(co, req, route, 400, "invalid", errstr);
                 return;
         }
@@ -205,7 +206,8 @@ static void h_submit(af_http_req_t *req, void *opaque) {
         af_admit_in_t in = {.req = treq,
                             .who = &ctx->who,
                             .origin = AGENTFLEET__V1__ORIGIN__ORIGIN_API,
-                            .idem_key = *idem ? idem : NULL};
+                            .idem_key = *idem ? idem : NULL,
+                            .payload_object = payload_object};
         af_admit_submit(co, &in, submit_done, ctx);
 }
 

@@ -110,6 +110,8 @@ typedef struct af_admit_in_s {
         const af_identity_t *who;               /* borrowed for the call only */
         Agentfleet__V1__Origin origin;
         const char *idem_key; /* idempotency key in the tenant's scope, or NULL for none */
+        bool payload_object;  /* req->payload is known to be a JSON object text (it came as an
+                               * object in a JSON request): not parsed again */
 } af_admit_in_t;
 
 typedef struct af_admit_out_s {

@@ -60,6 +60,7 @@ struct imsg_s {
         char content_type[128];
         bool has_content_type;
         Agentfleet__V1__TaskRequest *req;
+        bool payload_object; /* req came as JSON with the payload as an object */
         af_identity_t who;
         char idem[320];
         step_t step;
@@ -258,7 +259,8 @@ static void admit(imsg_t *m) {
         af_admit_in_t ain = {.req = m->req,
                              .who = &m->who,
                              .origin = AGENTFLEET__V1__ORIGIN__ORIGIN_KAFKA,
-                             .idem_key = m->idem};
+                             .idem_key = m->idem,
+                             .payload_object = m->payload_object};
         af_admit_submit(m->in->co, &ain, admit_cb, m);
 }
 
@@ -302,8 +304,9 @@ static void process(imsg_t *m) {
                         return;
                 }
         } else if (ct_is(m, "application/json")) {
-                err = af_wire_taskrequest_from_json((const char *) m->value, m->value_len, 0,
-                                                    &m->req, errstr, sizeof(errstr));
+                err = af_wire_taskrequest_from_json_ex((const char *) m->value, m->value_len, 0,
+                                                       &m->req, &m->payload_object, errstr,
+                                                       sizeof(errstr));
                 if (err) {
                         refuse(m, err, "JSON TaskRequest: %s", errstr);
                         return;

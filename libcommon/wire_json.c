@@ -86,7 +86,9 @@ static af_err_t take_int(const char *name, const json_t *v, int64_t min, int64_t
 
 /* payload: an object (dumped compact and key-sorted, see the signing rule in the header) or
  * a string carrying JSON text, kept verbatim. */
-static af_err_t take_payload(const json_t *v, char **out, char *errstr, size_t errstr_size) {
+static af_err_t take_payload(const json_t *v, char **out, bool *object, char *errstr,
+                             size_t errstr_size) {
+        *object = false;
         if (json_is_string(v))
                 return take_string("payload", v, out, errstr, errstr_size);
         if (!json_is_object(v))
@@ -95,13 +97,21 @@ static af_err_t take_payload(const json_t *v, char **out, char *errstr, size_t e
                                  "JSON text, got %s",
                                  json_kind_name(v));
         *out = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+        *object = *out != NULL;
         return *out ? AF_OK : AF_ERR_NOMEM;
 }
 
 af_err_t af_wire_taskrequest_from_json(const char *json, size_t len, unsigned flags,
                                        Agentfleet__V1__TaskRequest **reqp, char *errstr,
                                        size_t errstr_size) {
+        return af_wire_taskrequest_from_json_ex(json, len, flags, reqp, NULL, errstr, errstr_size);
+}
+
+af_err_t af_wire_taskrequest_from_json_ex(const char *json, size_t len, unsigned flags,
+                                          Agentfleet__V1__TaskRequest **reqp, bool *payload_object,
+                                          char *errstr, size_t errstr_size) {
         af_err_t err = AF_OK;
+        bool object = false;
         json_error_t jerr;
         json_t *root = NULL;
         Agentfleet__V1__TaskRequest *req = NULL;
@@ -152,7 +162,7 @@ af_err_t af_wire_taskrequest_from_json(const char *json, size_t len, unsigned fl
                         err = take_string(f->name, v, (char **) dst, errstr, errstr_size);
                         break;
                 case F_PAYLOAD:
-                        err = take_payload(v, (char **) dst, errstr, errstr_size);
+                        err = take_payload(v, (char **) dst, &object, errstr, errstr_size);
                         break;
                 case F_I32:
                         err = take_int(f->name, v, INT32_MIN, INT32_MAX, &i64, errstr, errstr_size);
@@ -170,6 +180,8 @@ af_err_t af_wire_taskrequest_from_json(const char *json, size_t len, unsigned fl
         }
         *reqp = req;
         req = NULL;
+        if (payload_object)
+                *payload_object = object;
 out:
         af_wire_taskrequest_free(req);
         json_decref(root);
@@ -428,6 +440,13 @@ static af_err_t check_len(const char *name, const char *s, char *errstr, size_t 
 
 af_err_t af_wire_taskrequest_check(const Agentfleet__V1__TaskRequest *req, size_t max_payload,
                                    int64_t now_ms, char *errstr, size_t errstr_size) {
+        return af_wire_taskrequest_check_payload(req, max_payload, false, now_ms, errstr,
+                                                 errstr_size);
+}
+
+af_err_t af_wire_taskrequest_check_payload(const Agentfleet__V1__TaskRequest *req,
+                                           size_t max_payload, bool payload_object, int64_t now_ms,
+                                           char *errstr, size_t errstr_size) {
         const char *payload = req->payload && *req->payload ? req->payload : "{}";
         size_t plen = strlen(payload);
         json_error_t jerr;
@@ -440,6 +459,8 @@ af_err_t af_wire_taskrequest_check(const Agentfleet__V1__TaskRequest *req, size_
                                 max_payload);
                 goto out;
         }
+        if (payload_object)
+                goto fields;
         pj = json_loadb(payload, plen, JSON_REJECT_DUPLICATES, &jerr);
         if (!pj) {
                 err = af_errstr(AF_ERR_INVALID, errstr, errstr_size,
@@ -453,6 +474,7 @@ af_err_t af_wire_taskrequest_check(const Agentfleet__V1__TaskRequest *req, size_
                                 json_kind_name(pj));
                 goto out;
         }
+fields:
         if (req->priority < 0 || req->priority > 9) {
                 err = af_errstr(AF_ERR_INVALID, errstr, errstr_size,
                                 "field \"priority\": %d is out of range [0, 9]", req->priority);

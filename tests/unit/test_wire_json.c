@@ -272,6 +272,37 @@ static void check_fails(const char *json, size_t max, af_err_t want, const char 
         af_wire_taskrequest_free(req);
 }
 
+/* A payload that came as an object is known to be one: the check trusts it (and still
+ * checks its size); one that came as a string of JSON text is parsed. */
+static void test_payload_object_is_not_parsed_again(void **state) {
+        Agentfleet__V1__TaskRequest *req = NULL;
+        char errstr[256];
+        bool object = false;
+
+        assert_int_equal(af_wire_taskrequest_from_json_ex("{\"payload\":{\"b\":1,\"a\":[2]}}", 27,
+                                                          0, &req, &object, errstr, sizeof(errstr)),
+                         AF_OK);
+        assert_true(object);
+        assert_string_equal(req->payload, "{\"a\":[2],\"b\":1}");
+        assert_int_equal(
+                af_wire_taskrequest_check_payload(req, 1024, true, 1000, errstr, sizeof(errstr)),
+                AF_OK);
+        assert_int_equal(
+                af_wire_taskrequest_check_payload(req, 10, true, 1000, errstr, sizeof(errstr)),
+                AF_ERR_TOO_LARGE);
+        af_wire_taskrequest_free(req);
+
+        const char *as_text = "{\"payload\":\"[1]\"}";
+        assert_int_equal(af_wire_taskrequest_from_json_ex(as_text, strlen(as_text), 0, &req,
+                                                          &object, errstr, sizeof(errstr)),
+                         AF_OK);
+        assert_false(object);
+        assert_int_equal(
+                af_wire_taskrequest_check_payload(req, 1024, object, 1000, errstr, sizeof(errstr)),
+                AF_ERR_INVALID);
+        af_wire_taskrequest_free(req);
+}
+
 static void test_check_values(void **state) {
         Agentfleet__V1__TaskRequest *req = parse_ok(
                 "{\"type\":\"t\",\"payload\":{\"a\":1},\"priority\":9,\"deadline_ms\":2000,"
@@ -521,6 +552,7 @@ int main(void) {
                 cmocka_unit_test(test_status_names),
                 cmocka_unit_test(test_sign_canonical_string),
                 cmocka_unit_test(test_dlq_pack_roundtrip),
+                cmocka_unit_test(test_payload_object_is_not_parsed_again),
                 cmocka_unit_test(test_check_values),
                 cmocka_unit_test(test_traceparent),
                 cmocka_unit_test(test_json_surely_valid_cases),
