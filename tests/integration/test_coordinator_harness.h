@@ -204,6 +204,54 @@ static int h_scan(const char *suffix, h_match_fn *match, void *opaque, int timeo
         return found;
 }
 
+/* Count the records of topic that match, from the beginning of every partition to its end as
+ * of the call (at most 20 s): what was acknowledged before the call is all seen, without
+ * waiting out a fixed window as h_scan's count_only does. */
+static int h_count_to_end(const char *suffix, h_match_fn *match, void *opaque) {
+        char topic[128];
+        rd_kafka_t *rk = h_rk(RD_KAFKA_CONSUMER);
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(8);
+        int64_t hi[64] = {0}, lo = 0;
+        int found = 0, left = 0, np = 0;
+        int64_t end = af_clock_mono_ms() + 20000;
+
+        h_topic(topic, sizeof(topic), suffix);
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+        if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            md->topic_cnt == 1)
+                np = md->topics[0].partition_cnt;
+        for (int i = 0; i < np; i++) {
+                int32_t p = md->topics[0].partitions[i].id;
+                if (p < 0 || p >= 64 ||
+                    rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi[p], 10000) ||
+                    hi[p] <= lo)
+                        continue;
+                rd_kafka_topic_partition_list_add(parts, topic, p)->offset = lo;
+                left++;
+        }
+        if (md)
+                rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(rkt);
+        rd_kafka_assign(rk, parts);
+        while (left > 0 && af_clock_mono_ms() < end) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+                if (!m)
+                        continue;
+                if (!m->err) {
+                        found += match(m, opaque);
+                        if (m->partition >= 0 && m->partition < 64 &&
+                            m->offset + 1 == hi[m->partition])
+                                left--;
+                }
+                rd_kafka_message_destroy(m);
+        }
+        rd_kafka_topic_partition_list_destroy(parts);
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+        return found;
+}
+
 /* ---- HTTP --------------------------------------------------------------------------------- */
 
 typedef struct h_resp_s {
