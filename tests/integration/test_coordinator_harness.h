@@ -434,18 +434,9 @@ static int h_start(const char *name) {
 
 /* Start (again) the coordinator on H's config. @returns 0 once ready, -1 on failure. */
 static int h_spawn(void) {
-        char bin[512];
-        const char *bindir = getenv("AF_BINARY_DIR");
-        snprintf(bin, sizeof(bin), "%s/agentfleet-coordinator", bindir ? bindir : ".");
-        H.pid = fork();
-        if (H.pid == 0) {
-                FILE *log = freopen(H.log_path, "a", stderr);
-                (void) log;
-                setenv("AF_TEST_COORD_SVC_KEY", H_SVC_SECRET, 1);
-                execl(bin, bin, "--config", H.config_path, (char *) NULL);
-                perror("exec");
-                _exit(127);
-        }
+        const char *args[] = {"--config", H.config_path, NULL};
+        setenv("AF_TEST_COORD_SVC_KEY", H_SVC_SECRET, 1); /* the config's secret_env */
+        H.pid = af_test_spawn("agentfleet-coordinator", H.log_path, args);
         /* Ready means: HTTP answers, Kafka metadata and Redis reachable. */
         for (int i = 0; i < 300; i++) {
                 int st;

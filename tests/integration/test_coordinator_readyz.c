@@ -45,9 +45,8 @@ static int silent_broker(void) {
 static int setup(void **state) {
         const char *kafka = getenv("AF_TEST_KAFKA");
         const char *redis = getenv("AF_TEST_REDIS_PORT");
-        const char *bindir = getenv("AF_BINARY_DIR");
         const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-        char id[AF_ULID_LEN + 1], bin[512];
+        char id[AF_ULID_LEN + 1];
         int port;
 
         if (!kafka || !*kafka || !redis || !*redis) {
@@ -70,14 +69,8 @@ static int setup(void **state) {
         if (!h_write_config())
                 return -1;
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        snprintf(bin, sizeof(bin), "%s/agentfleet-coordinator", bindir ? bindir : ".");
-        H.pid = fork();
-        if (H.pid == 0) {
-                if (!freopen(H.log_path, "a", stderr))
-                        _exit(126);
-                execl(bin, bin, "--config", H.config_path, (char *) NULL);
-                _exit(127);
-        }
+        const char *args[] = {"--config", H.config_path, NULL};
+        H.pid = af_test_spawn("agentfleet-coordinator", H.log_path, args);
         for (int i = 0; i < 300; i++) {
                 h_resp_t r = h_http("GET", "/healthz", NULL, NULL, NULL, 0);
                 long status = r.status;

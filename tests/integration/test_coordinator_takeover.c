@@ -282,18 +282,6 @@ static void test_redelivered_request_waits_out_the_grace_then_publishes(void **s
 
 /* ---- setup: the coordinator (harness) plus one worker on the same config ----------------- */
 
-static bool log_has(const char *path, const char *needle) {
-        char buf[65536];
-        FILE *f = fopen(path, "r");
-        size_t n;
-        if (!f)
-                return false;
-        n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        return strstr(buf, needle) != NULL;
-}
-
 static int setup(void **state) {
         char group[160];
         const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -318,7 +306,7 @@ static int setup(void **state) {
                         worker_pid = 0;
                         return -1;
                 }
-                if (log_has(worker_log, "partitions assigned: "))
+                if (af_test_file_has(worker_log, "partitions assigned: "))
                         return 0;
                 h_sleep_ms(100);
         }

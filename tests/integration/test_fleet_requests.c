@@ -96,20 +96,6 @@ static bool fleet_http_ok(const char *base, const char *path) {
         return status == 200;
 }
 
-/* The file's text contains needle (for "partitions assigned" in the worker's log). */
-static bool fleet_log_has(const char *path, const char *needle) {
-        char buf[65536];
-        FILE *f = fopen(path, "r");
-        size_t n;
-
-        if (!f)
-                return false;
-        n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        return strstr(buf, needle) != NULL;
-}
-
 /* A sanitizer report (AF_SANITIZE=ON builds) anywhere in the file: leaks are reported only as
  * a daemon exits, at the end of its log. */
 static bool fleet_log_sanitizer_report(const char *path) {
@@ -215,7 +201,7 @@ static int setup(void **state) {
                                 return -1;
                         }
                 if (fleet_http_ok(F.sim_url, "/healthz") && fleet_http_ok(H.base_url, "/readyz") &&
-                    fleet_log_has(F.procs[2].log, "partitions assigned: "))
+                    af_test_file_has(F.procs[2].log, "partitions assigned: "))
                         return 0;
                 h_sleep_ms(100);
         }

@@ -264,14 +264,7 @@ static int64_t produce_task(char id[27], const char *type) {
 }
 
 static bool log_has(const char *needle) {
-        FILE *f = fopen(R.log_path, "r");
-        char line[8192];
-        bool found = false;
-        while (f && !found && fgets(line, sizeof(line), f))
-                found = strstr(line, needle) != NULL;
-        if (f)
-                fclose(f);
-        return found;
+        return af_test_file_has(R.log_path, needle);
 }
 
 /* ---- setup -------------------------------------------------------------------------------- */

@@ -200,11 +200,22 @@ pid_t af_test_spawn(const char *name, const char *log_path, const char *const ar
         argv[n] = NULL;
         pid = fork();
         if (pid == 0) {
-                if (!freopen(log_path, "w", stdout) || dup2(fileno(stdout), 2) < 0)
+                if (!freopen(log_path, "a", stdout) || dup2(fileno(stdout), 2) < 0)
                         _exit(126);
                 execv(bin, (char *const *) argv);
                 perror("exec");
                 _exit(127);
         }
         return pid;
+}
+
+bool af_test_file_has(const char *path, const char *needle) {
+        FILE *f = fopen(path, "r");
+        char line[8192];
+        bool found = false;
+        while (f && !found && fgets(line, sizeof(line), f))
+                found = strstr(line, needle) != NULL;
+        if (f)
+                fclose(f);
+        return found;
 }

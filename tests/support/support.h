@@ -36,8 +36,10 @@ bool af_test_loop_until(af_loop_t *loop, af_test_cond_t *cond, void *arg, int64_
 void af_test_delete_topics(const af_config_t *conf, const char *bootstrap);
 
 /* Start the program <AF_BINARY_DIR>/<name> with argv[1..] = args (NULL-terminated), its
- * stdout and stderr to log_path (truncated). @returns its pid, or -1 (fork failed). */
+ * stdout and stderr appended to log_path. @returns its pid, or -1 (fork failed). */
 pid_t af_test_spawn(const char *name, const char *log_path, const char *const args[]);
+/* @returns whether a line of the file at path contains needle (false when it cannot be read). */
+bool af_test_file_has(const char *path, const char *needle);
 
 /* Delete topic (absent is fine) and wait until the metadata no longer lists it. */
 void af_test_delete_topic(const char *bootstrap, const char *topic);
