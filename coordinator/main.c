@@ -141,6 +141,8 @@ static int setup(af_coord_t *co, char *errstr, size_t errstr_size) {
         af_kafka_topic(co->conf, "results", co->topic_results, sizeof(co->topic_results));
         af_kafka_topic(co->conf, "dlq", co->topic_dlq, sizeof(co->topic_dlq));
         af_kafka_topic(co->conf, "requests", co->topic_requests, sizeof(co->topic_requests));
+        if (af_config_check_relations(co->conf, errstr, errstr_size))
+                return -1;
         co->max_payload = af_config_int(co->conf, "coordinator.max_payload");
         co->takeover_grace_ms = af_admit_takeover_grace(co->conf);
 

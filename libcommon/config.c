@@ -658,6 +658,19 @@ const char *af_config_path(const af_config_t *conf) {
         return conf->path;
 }
 
+af_err_t af_config_check_relations(const af_config_t *conf, char *errstr, size_t errstr_size) {
+        int64_t done_ttl = af_config_int(conf, "worker.done_ttl");
+        int64_t idem_ttl = af_config_int(conf, "coordinator.idempotency_ttl");
+
+        if (done_ttl < idem_ttl)
+                return af_errstr(AF_ERR_CONFIG, errstr, errstr_size,
+                                 "worker.done_ttl (%lld ms) must be at least "
+                                 "coordinator.idempotency_ttl (%lld ms): a task republished "
+                                 "after a coordinator crash could otherwise run twice",
+                                 (long long) done_ttl, (long long) idem_ttl);
+        return AF_OK;
+}
+
 void af_config_kafka_foreach(const af_config_t *conf, af_config_kv_cb_t *cb, void *opaque) {
         for (size_t i = 0; i < conf->kafka_cnt; i++)
                 cb(conf->kafka[i].key, conf->kafka[i].value, opaque);

@@ -79,6 +79,13 @@ bool af_config_bool(const af_config_t *conf, const char *name);
 /* Path of the YAML file loaded, or NULL. */
 const char *af_config_path(const af_config_t *conf);
 
+/* The settings that only hold together: worker.done_ttl must be at least
+ * coordinator.idempotency_ttl, because a coordinator that takes over an in-doubt admission
+ * republishes its Task, and only a done record still in Redis keeps a worker from running that
+ * task a second time. Checked by every process that reads either setting.
+ * @returns AF_ERR_CONFIG with errstr naming both values. */
+af_err_t af_config_check_relations(const af_config_t *conf, char *errstr, size_t errstr_size);
+
 /* Every kafka.* key with the "kafka." stripped, in the order set. */
 typedef void(af_config_kv_cb_t)(const char *key, const char *value, void *opaque);
 void af_config_kafka_foreach(const af_config_t *conf, af_config_kv_cb_t *cb, void *opaque);

@@ -102,7 +102,9 @@ const af_setting_t af_settings[] = {
         {"worker.done_ttl", D, "24h", 1 * MIN, 30 * 24 * HOUR, WO, 0,
          "How long a finished task's result stays in Redis as its done record: a redelivery "
          "within it re-emits the stored result instead of running the task again (the "
-         "compacted results topic stays the record beyond it)."},
+         "compacted results topic stays the record beyond it). Must be at least "
+         "coordinator.idempotency_ttl: a task a coordinator republishes after a crash must still "
+         "find its done record."},
         {"worker.drain_timeout", D, "30s", 0, 1 * HOUR, WO, 0,
          "On SIGTERM, in-flight tasks get this long to finish before they are handed back."},
         {"worker.http_timeout", D, "30s", 100, 10 * MIN, WO, 0,

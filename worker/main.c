@@ -238,6 +238,8 @@ static int worker_setup(af_worker_t *w, char *errstr, size_t errstr_size) {
                           (long long) w->lease_renew_ms, (long long) w->lease_ttl_ms);
                 return -1;
         }
+        if (af_config_check_relations(w->conf, errstr, errstr_size))
+                return -1;
         af_kafka_topic(w->conf, "results", w->results_topic, sizeof(w->results_topic));
         af_kafka_topic(w->conf, "events", w->events_topic, sizeof(w->events_topic));
         af_kafka_topic(w->conf, "dlq", w->dlq_topic, sizeof(w->dlq_topic));

@@ -249,4 +249,13 @@ write_case lease_timings 'worker:
 expect_refusal "worker.lease_renew (5000 ms) must be shorter than worker.lease_ttl (2000 ms)" \
         agentfleet-worker
 
+write_case ttl_relation 'worker:
+  done_ttl: 1h
+coordinator:
+  idempotency_ttl: 2h
+'
+for p in agentfleet-worker agentfleet-coordinator; do
+        expect_refusal "worker.done_ttl (3600000 ms) must be at least coordinator.idempotency_ttl (7200000 ms)" "$p"
+done
+
 echo "PASS: test_fleet_bad_config ($N_RUNS refusals checked)"
