@@ -410,10 +410,16 @@ void af_producer_destroy(af_producer_t *p) {
         if (!p)
                 return;
         if (p->rk) {
-                if (af_producer_flush(p, p->flush_timed_out ? 0 : AF_KAFKA_SHUTDOWN_MS))
+                /* A flush that already timed out (the caller's drain) is not waited out again. */
+                int wait_ms = p->flush_timed_out ? 0 : AF_KAFKA_SHUTDOWN_MS;
+                if (af_producer_flush(p, wait_ms) && wait_ms)
                         af_warn("kafka producer: %d messages not delivered within %d ms; "
                                 "purging them",
-                                p->outq, AF_KAFKA_SHUTDOWN_MS);
+                                p->outq, wait_ms);
+                else if (p->outq)
+                        af_warn("kafka producer: %d messages still undelivered after the earlier "
+                                "flush timed out; purging them",
+                                p->outq);
                 /* What could not be delivered is reported as cancelled, so every accepted
                  * send still gets its one report and its opaque back. */
                 rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
