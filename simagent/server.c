@@ -29,6 +29,10 @@
 #define SIM_MAX_KEY_LEN      255 /* Idempotency-Key, bytes */
 #define SIM_MAX_CLAIM_ID_LEN 128 /* path segment of /crm/claims/{claim_id} */
 
+/* The answer of POST /noop, a constant: the benchmarks measure agentfleet's overhead through
+ * it, so it must cost the simagent as little as possible (no JSON tree, no allocation). */
+#define SIM_NOOP_BODY "{\"ok\":true}"
+
 typedef enum {
         SIM_EP_CHAT = 0,
         SIM_EP_RULES,
@@ -49,7 +53,8 @@ typedef struct sim_pending_s {
         af_http_req_t *req;
         af_timer_t *timer; /* NULL for a hang */
         int status;
-        char *body;           /* owned JSON text */
+        char *body;           /* owned JSON text, or NULL */
+        const char *literal;  /* constant JSON text, sent when body is NULL */
         char retry_after[24]; /* Retry-After value or "" */
         bool replayed;        /* add Idempotent-Replayed: true */
         struct sim_pending_s *prev, *next;
@@ -58,7 +63,8 @@ typedef struct sim_pending_s {
 /* What one request is answered with. */
 typedef struct sim_answer_s {
         int status;
-        char *body; /* owned JSON text */
+        char *body;          /* owned JSON text, or NULL */
+        const char *literal; /* constant JSON text (not freed), sent when body is NULL */
         char retry_after[24];
         bool replayed;
 } sim_answer_t;
@@ -109,12 +115,13 @@ static void sim_answer_error(sim_answer_t *a, bool openai, int status, const cha
 }
 
 static void sim_send(af_http_req_t *req, sim_answer_t *a) {
+        const char *text = a->body ? a->body : a->literal ? a->literal : "";
+
         if (a->retry_after[0])
                 af_http_req_add_header(req, "Retry-After", a->retry_after);
         if (a->replayed)
                 af_http_req_add_header(req, "Idempotent-Replayed", "true");
-        af_http_reply(req, a->status, "application/json", a->body ? a->body : "",
-                      a->body ? strlen(a->body) : 0);
+        af_http_reply(req, a->status, "application/json", text, strlen(text));
 }
 
 static void sim_pending_free(sim_pending_t *p) {
@@ -134,7 +141,10 @@ static void sim_pending_free(sim_pending_t *p) {
 
 static void sim_pending_fire(void *opaque) {
         sim_pending_t *p = opaque;
-        sim_answer_t a = {.status = p->status, .body = p->body, .replayed = p->replayed};
+        sim_answer_t a = {.status = p->status,
+                          .body = p->body,
+                          .literal = p->literal,
+                          .replayed = p->replayed};
 
         memcpy(a.retry_after, p->retry_after, sizeof(a.retry_after));
         sim_send(p->req, &a);
@@ -167,6 +177,7 @@ static void sim_deliver(af_sim_server_t *ss, af_http_req_t *req, sim_answer_t *a
         p->req = req;
         p->status = a->status;
         p->body = a->body;
+        p->literal = a->literal;
         p->replayed = a->replayed;
         memcpy(p->retry_after, a->retry_after, sizeof(p->retry_after));
         p->next = ss->pending;
@@ -467,7 +478,8 @@ static void sim_handle(af_sim_server_t *ss, af_http_req_t *req, sim_ep_t ep) {
                 break;
         case SIM_EP_NOOP:
         case SIM_EP__CNT:
-                sim_answer_json(&a, 200, json_pack("{s:b}", "ok", 1));
+                a.status = 200;
+                a.literal = SIM_NOOP_BODY;
                 break;
         }
 deliver:
@@ -580,12 +592,14 @@ af_sim_server_t *af_sim_server_new(af_loop_t *loop, const af_sim_opts_t *opts, c
         };
         if (!(ss->http = af_http_server_new(loop, &ho, errstr, errstr_size)))
                 goto fail;
+        /* Routes are tried in this order, and no two patterns match the same path: the
+         * benchmarks' /noop goes first, so it is found at the first comparison. */
+        af_http_server_route(ss->http, "POST", "/noop", false, sim_on_noop, ss);
         af_http_server_route(ss->http, "POST", "/v1/chat/completions", false, sim_on_chat, ss);
         af_http_server_route(ss->http, "GET", "/v1/models", false, sim_on_models, ss);
         af_http_server_route(ss->http, "POST", "/rules/check", false, sim_on_rules, ss);
         af_http_server_route(ss->http, "POST", "/crm/claims/{claim_id}", false, sim_on_crm, ss);
         af_http_server_route(ss->http, "POST", "/tickets", false, sim_on_ticket, ss);
-        af_http_server_route(ss->http, "POST", "/noop", false, sim_on_noop, ss);
         af_http_server_route(ss->http, "GET", "/stats", false, sim_on_stats, ss);
         af_http_server_route(ss->http, "POST", "/stats/reset", false, sim_on_stats_reset, ss);
         af_http_server_route(ss->http, "GET", "/healthz", false, sim_on_healthz, ss);

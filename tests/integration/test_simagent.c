@@ -115,6 +115,8 @@ typedef struct call_s {
         int status;
         json_t *body; /* parsed response, or NULL */
         int64_t retry_after_ms;
+        char raw[64];    /* the body as sent (truncated), for exact-answer checks */
+        char ctype[64];  /* Content-Type, or "" */
         int *batch_left; /* for batches: counter to decrement, else NULL */
 } call_t;
 
@@ -126,6 +128,9 @@ static void call_done(const af_http_response_t *resp, const af_error_t *err, voi
                 c->status = resp->status;
                 c->body = json_loadb(resp->body, resp->body_len, 0, NULL);
                 c->retry_after_ms = resp->retry_after_ms;
+                snprintf(c->raw, sizeof(c->raw), "%.*s", (int) resp->body_len, resp->body);
+                snprintf(c->ctype, sizeof(c->ctype), "%s",
+                         resp->content_type ? resp->content_type : "");
         }
         if (--*c->batch_left == 0)
                 af_loop_stop(loop);
@@ -432,6 +437,63 @@ static void test_many_delayed_requests_in_flight(void **state) {
         json_decref(s);
 }
 
+/* /noop answers a constant without a JSON tree: the exact bytes, its content type, its
+ * counters, and its route (first in the table) still refusing other methods. */
+static void test_noop_answers_ok_and_is_counted(void **state) {
+        const char *const idem[] = {"Content-Type: application/json", "Idempotency-Key: k-noop",
+                                    "X-Agentfleet-Fence: 3", NULL};
+        call_t c;
+        int left = 0;
+        json_t *s;
+
+        reset(&sim);
+        for (int i = 0; i < 2; i++) {
+                call_start(&c, &left, &sim, "POST", "/noop", idem, "{\"claim_id\":\"C-1\"}", 10000);
+                call_wait(&left);
+                assert_int_equal(c.err, AF_OK);
+                assert_int_equal(c.status, 200);
+                assert_string_equal(c.raw, "{\"ok\":true}");
+                assert_string_equal(c.ctype, "application/json");
+                json_decref(c.body);
+        }
+        assert_int_equal(http(&sim, "GET", "/noop", NULL, NULL, NULL), 405);
+        s = stats(&sim);
+        assert_int_equal(stat_of(s, "requests"), 2);
+        assert_int_equal(
+                json_integer_value(json_object_get(json_object_get(s, "endpoints"), "noop")), 2);
+        /* No side effect: an Idempotency-Key on /noop is neither applied nor replayed. */
+        assert_int_equal(stat_of(s, "applied"), 0);
+        assert_int_equal(stat_of(s, "replayed"), 0);
+        json_decref(s);
+}
+
+/* Faults never touch /noop: it stays a pure measure of agentfleet's own overhead. */
+static void test_noop_is_never_faulted(void **state) {
+        const char *const args[] = {"--set", "simagent.error_rate=1000", "--set",
+                                    "simagent.timeout_rate=1000", NULL};
+        sim_proc_t p;
+        call_t c;
+        int left = 0;
+        json_t *s;
+
+        sim_start(&p, args);
+        for (int i = 0; i < 3; i++) {
+                call_start(&c, &left, &p, "POST", "/noop", json_headers, "{}", 10000);
+                call_wait(&left);
+                assert_int_equal(c.err, AF_OK);
+                assert_int_equal(c.status, 200);
+                assert_string_equal(c.raw, "{\"ok\":true}");
+                json_decref(c.body);
+        }
+        s = stats(&p);
+        assert_int_equal(
+                json_integer_value(json_object_get(json_object_get(s, "faults"), "timeouts")), 0);
+        assert_int_equal(
+                json_integer_value(json_object_get(json_object_get(s, "faults"), "errors")), 0);
+        json_decref(s);
+        sim_stop(&p);
+}
+
 static void test_healthz_and_models(void **state) {
         json_t *resp = NULL;
 
@@ -496,6 +558,19 @@ static void test_error_and_hang_modes(void **state) {
         assert_int_equal(
                 json_integer_value(json_object_get(json_object_get(s, "faults"), "timeouts")), 1);
         json_decref(s);
+        /* The client gave up and closed: the simagent notices (EV_CLOSED on its epoll
+         * changelist) and drops the parked request. */
+        for (int tries = 0; tries < 100; tries++) {
+                struct timespec ts = {0, 20 * 1000 * 1000};
+                json_int_t in_flight;
+                s = stats(&p);
+                in_flight = stat_of(s, "in_flight");
+                json_decref(s);
+                if (in_flight == 0)
+                        break;
+                assert_true(tries < 99);
+                nanosleep(&ts, NULL);
+        }
         sim_stop(&p); /* a parked request must not keep it from stopping */
 }
 
@@ -551,9 +626,11 @@ int main(void) {
                 cmocka_unit_test(test_other_key_same_claim_is_a_duplicate),
                 cmocka_unit_test(test_stale_fence_is_refused_409),
                 cmocka_unit_test(test_many_delayed_requests_in_flight),
+                cmocka_unit_test(test_noop_answers_ok_and_is_counted),
                 cmocka_unit_test(test_healthz_and_models),
                 cmocka_unit_test(test_rate429_mode_sends_retry_after),
                 cmocka_unit_test(test_error_and_hang_modes),
+                cmocka_unit_test(test_noop_is_never_faulted),
                 cmocka_unit_test(test_api_key_is_enforced),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
