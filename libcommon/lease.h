@@ -96,8 +96,11 @@ typedef enum {
         AF_LEASE_OP_CANCEL,
 } af_lease_op_t;
 
-/* Parse the reply of op's script. A reply of any other shape (type, element count, a status
- * the op cannot return, a fence <= 0) is AF_ERR_UPSTREAM with errstr saying what was wrong.
+/* Parse the reply of op's script: the usual outcome is a bare integer (acquire: the fence of
+ * ACQUIRED; renew, finish, release: 1 for OK), the others an array {'WORD', ...} (DONE with the
+ * stored result, HELD, CANCELLED, LOST); cancel is a plain +OK. A reply of any other shape
+ * (type, element count, a status the op cannot return, a fence <= 0, an integer other than 1)
+ * is AF_ERR_UPSTREAM with errstr saying what was wrong.
  * On AF_OK: *st is set; *fence for ACQUIRED; *data and *data_len (pointing into reply) for DONE. */
 af_err_t af_lease_parse_reply(af_lease_op_t op, const redisReply *reply, af_lease_status_t *st,
                               int64_t *fence, const char **data, size_t *data_len, char *errstr,

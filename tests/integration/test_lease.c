@@ -3,8 +3,11 @@
  * cycle a worker relies on — acquire, held by another, renew, finish with a binary TaskResult,
  * DONE re-delivers exactly those bytes, a holder whose lease expired is LOST and cannot
  * publish, the fencing number grows across owners, a cancel request reaches both the
- * holder (renew) and the next acquirer, and of many racing acquirers exactly one wins. Each case
- * uses fresh ULID task ids, so runs never see each other's keys.
+ * holder (renew) and the next acquirer, and of many racing acquirers exactly one wins; what an
+ * acquire answers when several of done, cancel and a live lease exist at once (done, then
+ * cancel, then held), that only acquisitions move the fence, which carries on from whatever
+ * the fence key holds, and the keys' ttls. Each case uses fresh ULID task ids, so runs never
+ * see each other's keys.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -43,6 +46,7 @@ typedef struct {
         /* last plain command */
         char reply_str[512];
         int reply_type;
+        long long reply_int;
 } fx_t;
 
 static fx_t fx;
@@ -145,6 +149,7 @@ static void cmd_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err
         fx.calls++;
         fx.reply_type = reply ? reply->type : -1;
         fx.reply_str[0] = '\0';
+        fx.reply_int = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
         if (reply && reply->type == REDIS_REPLY_STRING)
                 snprintf(fx.reply_str, sizeof(fx.reply_str), "%.*s", (int) reply->len, reply->str);
         af_loop_stop(fx.loop);
@@ -155,6 +160,32 @@ static void get_key(const char *task_id, const char *what) {
         snprintf(key, sizeof(key), "af:{%s}:%s", task_id, what);
         fx.calls = 0;
         af_redis_command(fx.r, cmd_cb, NULL, "GET %s", key);
+        run();
+        assert_int_equal(fx.calls, 1);
+}
+
+/* PTTL of af:{task_id}:what, in fx.reply_int. */
+static long long pttl_key(const char *task_id, const char *what) {
+        char key[128];
+        snprintf(key, sizeof(key), "af:{%s}:%s", task_id, what);
+        fx.calls = 0;
+        af_redis_command(fx.r, cmd_cb, NULL, "PTTL %s", key);
+        run();
+        assert_int_equal(fx.calls, 1);
+        assert_int_equal(fx.reply_type, REDIS_REPLY_INTEGER);
+        return fx.reply_int;
+}
+
+/* SET af:{task_id}:what value [PX ms], as another worker (or an older version) would. */
+static void set_key(const char *task_id, const char *what, const char *value, int64_t px_ms) {
+        char key[128];
+        snprintf(key, sizeof(key), "af:{%s}:%s", task_id, what);
+        fx.calls = 0;
+        if (px_ms > 0)
+                af_redis_command(fx.r, cmd_cb, NULL, "SET %s %s PX %lld", key, value,
+                                 (long long) px_ms);
+        else
+                af_redis_command(fx.r, cmd_cb, NULL, "SET %s %s", key, value);
         run();
         assert_int_equal(fx.calls, 1);
 }
@@ -267,6 +298,80 @@ static void test_cancel_reaches_holder_and_next_acquirer(void **state) {
         assert_int_equal(acquire(&d), AF_LEASE_CANCELLED);
 }
 
+/* When several of done, cancel and a live lease exist at once, an acquire answers in that
+ * order: a recorded result wins (re-emit it), then a cancel (even over a live holder), then
+ * held. */
+static void test_acquire_precedence_done_cancel_held(void **state) {
+        char id[AF_ULID_LEN + 1];
+        af_ulid_new(id);
+        af_lease_t a, b;
+        new_lease(&a, id, "worker-a", 30000);
+        new_lease(&b, id, "worker-b", 30000);
+
+        assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
+        assert_int_equal(acquire(&b), AF_LEASE_HELD);
+        assert_int_equal(cancel(id), AF_LEASE_OK);
+        assert_int_equal(acquire(&b), AF_LEASE_CANCELLED); /* cancel wins over a live lease */
+        assert_int_equal(b.token[0], '\0');
+        set_key(id, "done", "stored-result", 60000);
+        assert_int_equal(acquire(&b), AF_LEASE_DONE); /* done wins over cancel and lease */
+        assert_int_equal(fx.data_len, strlen("stored-result"));
+        assert_memory_equal(fx.data, "stored-result", fx.data_len);
+        /* DONE is answered again, each time, with the same bytes. */
+        assert_int_equal(acquire(&b), AF_LEASE_DONE);
+        assert_memory_equal(fx.data, "stored-result", fx.data_len);
+        /* The holder is still the holder: none of that touched its lease. */
+        assert_int_equal(renew(&a), AF_LEASE_CANCELLED);
+        assert_int_equal(release(&a), AF_LEASE_OK);
+}
+
+/* Only an acquisition moves the fence (HELD, DONE, CANCELLED answers do not), it carries on
+ * from the value the fence key holds (written by an earlier owner, or by an earlier version
+ * of the script: same key, same INCR counter), and each acquisition gives the fence key its
+ * full ttl again. */
+static void test_fence_moves_only_on_acquire_and_carries_on(void **state) {
+        char id[AF_ULID_LEN + 1];
+        af_ulid_new(id);
+        af_lease_t a, b;
+        new_lease(&a, id, "worker-a", 30000);
+        new_lease(&b, id, "worker-b", 30000);
+
+        set_key(id, "fence", "41", 60000); /* a short ttl, to see the acquire renew it */
+        assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
+        assert_int_equal(a.fence, 42);
+        get_key(id, "fence");
+        assert_string_equal(fx.reply_str, "42");
+        long long ttl = pttl_key(id, "fence");
+        assert_true(ttl > AF_LEASE_FENCE_TTL_MS - 60000 && ttl <= AF_LEASE_FENCE_TTL_MS);
+        ttl = pttl_key(id, "lease");
+        assert_true(ttl > 0 && ttl <= 30000);
+
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(acquire(&b), AF_LEASE_HELD);
+        assert_int_equal(release(&a), AF_LEASE_OK);
+        assert_int_equal(acquire(&b), AF_LEASE_ACQUIRED);
+        assert_int_equal(b.fence, 43); /* the HELD answers did not count */
+
+        /* Expired and taken over: still growing. */
+        af_lease_t c;
+        new_lease(&c, id, "worker-c", 100);
+        assert_int_equal(release(&b), AF_LEASE_OK);
+        assert_int_equal(acquire(&c), AF_LEASE_ACQUIRED);
+        assert_int_equal(c.fence, 44);
+        sleep_ms(300);
+        assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
+        assert_int_equal(a.fence, 45);
+
+        /* Finished: the done record has done_ttl_ms, and acquires answer DONE, fence untouched. */
+        static const char result[] = "r";
+        assert_int_equal(finish(&a, result, 1), AF_LEASE_OK);
+        ttl = pttl_key(id, "done");
+        assert_true(ttl > 0 && ttl <= 60000);
+        assert_int_equal(acquire(&b), AF_LEASE_DONE);
+        get_key(id, "fence");
+        assert_string_equal(fx.reply_str, "45");
+}
+
 /* Many workers race for one task (a redelivery fan-out): exactly one wins. */
 #define RACERS 32
 static int race_acquired, race_held, race_other, race_done;
@@ -367,6 +472,8 @@ int main(void) {
                 cmocka_unit_test(test_acquire_held_renew_finish_done),
                 cmocka_unit_test(test_lost_after_expiry_and_fence_grows),
                 cmocka_unit_test(test_cancel_reaches_holder_and_next_acquirer),
+                cmocka_unit_test(test_acquire_precedence_done_cancel_held),
+                cmocka_unit_test(test_fence_moves_only_on_acquire_and_carries_on),
                 cmocka_unit_test(test_racing_acquires_one_winner),
                 cmocka_unit_test(test_bad_task_id_refused_from_loop),
         };

@@ -1,8 +1,10 @@
 /*
  * Unit tests of lease reply parsing (libcommon/lease.c): every shape each lease script can
- * return is accepted with the right status, fence and stored result, and every other shape
- * (wrong type, wrong element count, a status the operation cannot return, a non-positive
- * fence) is an error, never a crash or a guess. Replies are built by hand: no Redis needed.
+ * return is accepted with the right status, fence and stored result (the usual outcome as a
+ * bare integer: acquire's fence, 1 for ok; the rare ones as {'WORD', ...}), and every other
+ * shape (wrong type, wrong element count, a status the operation cannot return, a
+ * non-positive fence, an integer other than 1) is an error, never a crash or a guess.
+ * Replies are built by hand: no Redis needed.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -71,16 +73,38 @@ static parsed_t parse_word(af_lease_op_t op, const char *word) {
 
 /* ---- tests ----------------------------------------------------------------------------- */
 
-static void test_acquire_acquired_with_fence(void **state) {
-        redisReply w = str_reply(REDIS_REPLY_STRING, "ACQUIRED");
+static void test_acquire_acquired_is_bare_fence(void **state) {
         redisReply f = int_reply(7);
-        redisReply *els[2] = {&w, &f};
-        redisReply a = arr_reply(els, 2);
-        parsed_t p = parse(AF_LEASE_OP_ACQUIRE, &a);
+        parsed_t p = parse(AF_LEASE_OP_ACQUIRE, &f);
         assert_int_equal(p.err, AF_OK);
         assert_int_equal(p.st, AF_LEASE_ACQUIRED);
         assert_int_equal(p.fence, 7);
         assert_null(p.data);
+        /* The shape the scripts sent before ({'ACQUIRED', n}) is no longer one they send. */
+        redisReply w = str_reply(REDIS_REPLY_STRING, "ACQUIRED");
+        redisReply *els[2] = {&w, &f};
+        redisReply a = arr_reply(els, 2);
+        assert_int_equal(parse(AF_LEASE_OP_ACQUIRE, &a).err, AF_ERR_UPSTREAM);
+}
+
+static void test_ok_is_integer_one(void **state) {
+        af_lease_op_t ops[3] = {AF_LEASE_OP_RENEW, AF_LEASE_OP_FINISH, AF_LEASE_OP_RELEASE};
+        redisReply one = int_reply(1), zero = int_reply(0), two = int_reply(2), neg = int_reply(-1);
+        for (int i = 0; i < 3; i++) {
+                parsed_t p = parse(ops[i], &one);
+                assert_int_equal(p.err, AF_OK);
+                assert_int_equal(p.st, AF_LEASE_OK);
+                assert_null(p.data);
+                assert_int_equal(parse(ops[i], &zero).err, AF_ERR_UPSTREAM);
+                assert_int_equal(parse(ops[i], &two).err, AF_ERR_UPSTREAM);
+                p = parse(ops[i], &neg);
+                assert_int_equal(p.err, AF_ERR_UPSTREAM);
+                assert_non_null(strstr(p.errstr, "expected 1"));
+                /* "OK" as a word is not what the scripts send. */
+                assert_int_equal(parse_word(ops[i], "OK").err, AF_ERR_UPSTREAM);
+        }
+        /* A cancel is a plain SET: an integer is not its +OK. */
+        assert_int_equal(parse(AF_LEASE_OP_CANCEL, &one).err, AF_ERR_UPSTREAM);
 }
 
 static void test_acquire_done_carries_binary_result(void **state) {
@@ -103,15 +127,12 @@ static void test_acquire_done_carries_binary_result(void **state) {
 static void test_one_word_statuses_per_op(void **state) {
         assert_int_equal(parse_word(AF_LEASE_OP_ACQUIRE, "HELD").st, AF_LEASE_HELD);
         assert_int_equal(parse_word(AF_LEASE_OP_ACQUIRE, "CANCELLED").st, AF_LEASE_CANCELLED);
-        assert_int_equal(parse_word(AF_LEASE_OP_RENEW, "OK").st, AF_LEASE_OK);
         assert_int_equal(parse_word(AF_LEASE_OP_RENEW, "LOST").st, AF_LEASE_LOST);
         assert_int_equal(parse_word(AF_LEASE_OP_RENEW, "CANCELLED").st, AF_LEASE_CANCELLED);
-        assert_int_equal(parse_word(AF_LEASE_OP_FINISH, "OK").st, AF_LEASE_OK);
         assert_int_equal(parse_word(AF_LEASE_OP_FINISH, "LOST").st, AF_LEASE_LOST);
-        assert_int_equal(parse_word(AF_LEASE_OP_RELEASE, "OK").st, AF_LEASE_OK);
         assert_int_equal(parse_word(AF_LEASE_OP_RELEASE, "LOST").st, AF_LEASE_LOST);
         /* Status replies are accepted like bulk strings. */
-        redisReply w = str_reply(REDIS_REPLY_STATUS, "OK");
+        redisReply w = str_reply(REDIS_REPLY_STATUS, "LOST");
         redisReply *els[1] = {&w};
         redisReply a = arr_reply(els, 1);
         assert_int_equal(parse(AF_LEASE_OP_RELEASE, &a).err, AF_OK);
@@ -155,26 +176,20 @@ static void test_wrong_shapes_are_errors(void **state) {
 }
 
 static void test_acquired_needs_positive_integer_fence(void **state) {
-        redisReply w = str_reply(REDIS_REPLY_STRING, "ACQUIRED");
         redisReply zero = int_reply(0);
         redisReply neg = int_reply(-3);
-        redisReply text = str_reply(REDIS_REPLY_STRING, "7");
-        redisReply *bad[3] = {&zero, &neg, &text};
-        for (int i = 0; i < 3; i++) {
-                redisReply *els[2] = {&w, bad[i]};
-                redisReply a = arr_reply(els, 2);
-                parsed_t p = parse(AF_LEASE_OP_ACQUIRE, &a);
+        redisReply *bad[2] = {&zero, &neg};
+        for (int i = 0; i < 2; i++) {
+                parsed_t p = parse(AF_LEASE_OP_ACQUIRE, bad[i]);
                 assert_int_equal(p.err, AF_ERR_UPSTREAM);
                 assert_non_null(strstr(p.errstr, "fence"));
         }
-        /* Missing fence, and one element too many. */
-        redisReply *one[1] = {&w};
-        redisReply a1 = arr_reply(one, 1);
+        /* A fence as text, bare or in an array, is not an integer fence. */
+        redisReply text = str_reply(REDIS_REPLY_STRING, "7");
+        assert_int_equal(parse(AF_LEASE_OP_ACQUIRE, &text).err, AF_ERR_UPSTREAM);
+        redisReply *els[1] = {&text};
+        redisReply a1 = arr_reply(els, 1);
         assert_int_equal(parse(AF_LEASE_OP_ACQUIRE, &a1).err, AF_ERR_UPSTREAM);
-        redisReply f = int_reply(1);
-        redisReply *three[3] = {&w, &f, &f};
-        redisReply a3 = arr_reply(three, 3);
-        assert_int_equal(parse(AF_LEASE_OP_ACQUIRE, &a3).err, AF_ERR_UPSTREAM);
 }
 
 static void test_done_needs_string_result(void **state) {
@@ -214,7 +229,8 @@ static void test_status_names(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_acquire_acquired_with_fence),
+                cmocka_unit_test(test_acquire_acquired_is_bare_fence),
+                cmocka_unit_test(test_ok_is_integer_one),
                 cmocka_unit_test(test_acquire_done_carries_binary_result),
                 cmocka_unit_test(test_one_word_statuses_per_op),
                 cmocka_unit_test(test_status_foreign_to_op_is_error),
