@@ -75,6 +75,12 @@ char *af_http_route_decode(const char *s, size_t len) {
         char *raw = NULL, *dec = NULL;
         size_t dec_len = 0;
 
+        /* Nothing to decode (most paths and ids): evhttp's decoder would return the same
+         * bytes, after a second allocation and a second pass. */
+        if (!memchr(s, '%', len)) {
+                dec = strndup(s, len);
+                goto out;
+        }
         raw = strndup(s, len);
         if (!raw)
                 goto out;

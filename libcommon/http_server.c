@@ -21,6 +21,12 @@
  *
  * Everything here runs on the loop thread; evhttp allocates per request, we add one small
  * af_http_req_t and serve the body from evhttp's own input buffer (no copy).
+ *
+ * Per-request cost (the simagent answers the workers' every integration call here, on the
+ * machine it measures): an answer is written straight into evhttp's output buffer; Date and
+ * Content-Length are added here from a per-server date cache and a digit loop, so that evhttp
+ * does not format them with printf on every reply (req_add_framing()); the peer address is
+ * formatted only when asked for.
  */
 #include "http_server.h"
 
@@ -30,14 +36,18 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h> /* the request's HTTP version: no accessor in libevent 2.1 */
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
+#include "buf.h"
 #include "http_route.h"
 #include "log.h"
 
@@ -70,6 +80,8 @@ struct af_http_server_s {
         size_t route_cnt;
         af_http_auth_cb_t *auth_cb;
         void *auth_opaque;
+        char date[64];   /* Date header value (RFC 1123, as evhttp writes it) for date_sec */
+        time_t date_sec; /* unix s that date shows; 0 before the first answer */
 };
 
 struct af_http_req_s {
@@ -80,7 +92,9 @@ struct af_http_req_s {
         af_http_params_t params;
         const char *body; /* points into evhttp's input buffer */
         size_t body_len;
-        char peer[64];
+        char peer[64];   /* "addr:port", formatted on the first af_http_req_peer(); "" before */
+        bool has_date;   /* the handler added a Date header itself */
+        bool has_length; /* ... a Content-Length or Transfer-Encoding header */
         void *user;
         void (*user_free)(void *);
         void (*on_close)(af_http_req_t *req, void *opaque);
@@ -106,11 +120,23 @@ static void req_free(af_http_req_t *req) {
         free(req);
 }
 
+/* Format the peer of evcon into req->peer, unless done already. */
+static void req_fill_peer(af_http_req_t *req, struct evhttp_connection *evcon) {
+        char *addr = NULL;
+        ev_uint16_t port = 0;
+        if (req->peer[0] || !evcon)
+                return;
+        evhttp_connection_get_peer(evcon, &addr, &port);
+        snprintf(req->peer, sizeof(req->peer), "%s:%u", addr ? addr : "?", (unsigned) port);
+}
+
 /* evhttp connection close callback, set while a request waits for its answer. */
 static void req_conn_close_cb(struct evhttp_connection *evcon, void *arg) {
         af_http_req_t *req = arg;
         struct evhttp_request *evreq = req->evreq;
 
+        /* Last chance: af_http_req_peer() still answers once the connection is gone. */
+        req_fill_peer(req, evcon);
         req->evreq = NULL;
         req->closed = true;
         if (req->close_ev) {
@@ -154,18 +180,56 @@ static void req_watch_close(af_http_req_t *req) {
                 event_add(req->close_ev, NULL);
 }
 
-/* Send the answer and free req. Takes ownership of buf (freed). */
-static void req_send(af_http_req_t *req, int status, struct evbuffer *buf) {
+/* Add the Date and Content-Length headers that evhttp would add to this answer, so that it
+ * finds them and skips its own. evhttp (libevent 2.1.12, evhttp_make_header_response) adds
+ * Date to every HTTP/1.x answer with x >= 1, then Content-Length (the output buffer's length)
+ * when the status carries a body (not 1xx, 204 or 304) and the request is not HEAD or
+ * CONNECT, each unless the answer has one already (for the length: a Content-Length or a
+ * Transfer-Encoding); it formats both with gmtime and printf on every reply, 7 % of the
+ * instructions of a simagent /noop request. Here the date comes from a per-server cache
+ * refreshed at most once a second, formatted by evhttp's own evutil_date_rfc1123, and the
+ * length from a digit loop; both are appended to the same header list in the same order, so
+ * the bytes on the wire are the same. HTTP/1.0 answers are left to evhttp: no Date, and a
+ * keep-alive one gets "Connection: keep-alive" before its Content-Length. The body must be
+ * in the output buffer already. */
+static void req_add_framing(af_http_req_t *req, int status) {
+        struct evhttp_request *evreq = req->evreq;
+        struct evkeyvalq *headers = evhttp_request_get_output_headers(evreq);
+        enum evhttp_cmd_type cmd = evhttp_request_get_command(evreq);
+        af_http_server_t *srv = req->srv;
+        char len[AF_I64_STR_SIZE];
+
+        if (evreq->major != 1 || evreq->minor < 1)
+                return;
+        if (!req->has_date) {
+                time_t now = time(NULL);
+                struct tm tm;
+                if (now != srv->date_sec && gmtime_r(&now, &tm)) {
+                        evutil_date_rfc1123(srv->date, sizeof(srv->date), &tm);
+                        srv->date_sec = now;
+                }
+                if (srv->date_sec) /* else evhttp adds its own */
+                        evhttp_add_header(headers, "Date", srv->date);
+        }
+        if (!req->has_length && status != 204 && status != 304 && (status < 100 || status >= 200) &&
+            cmd != EVHTTP_REQ_HEAD && cmd != EVHTTP_REQ_CONNECT) {
+                af_i64_to_str(len, (int64_t) evbuffer_get_length(
+                                           evhttp_request_get_output_buffer(evreq)));
+                evhttp_add_header(headers, "Content-Length", len);
+        }
+}
+
+/* Send the answer, whose body is in evhttp's output buffer already, and free req. */
+static void req_send(af_http_req_t *req, int status) {
         struct evhttp_request *evreq = req->evreq;
         if (req->closed || !evreq)
                 goto out;
         struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
         if (evcon)
                 evhttp_connection_set_closecb(evcon, NULL, NULL);
-        evhttp_send_reply(evreq, status, NULL /*standard phrase*/, buf);
+        req_add_framing(req, status);
+        evhttp_send_reply(evreq, status, NULL /*standard phrase*/, NULL /*body sent as is*/);
 out:
-        if (buf)
-                evbuffer_free(buf);
         req_free(req);
 }
 
@@ -201,14 +265,9 @@ static void server_gen_cb(struct evhttp_request *evreq, void *arg) {
         req->srv = srv;
         req->evreq = evreq;
         TAILQ_INIT(&req->query);
-        if (evcon) {
-                char *addr = NULL;
-                ev_uint16_t port = 0;
-                evhttp_connection_get_peer(evcon, &addr, &port);
-                snprintf(req->peer, sizeof(req->peer), "%s:%u", addr ? addr : "?", (unsigned) port);
-                /* From here until the answer, a vanished client must reach us. */
+        /* From here until the answer, a vanished client must reach us. */
+        if (evcon)
                 evhttp_connection_set_closecb(evcon, req_conn_close_cb, req);
-        }
 
         if (!raw_path || !*raw_path)
                 raw_path = "/";
@@ -475,7 +534,12 @@ const char *af_http_req_body(const af_http_req_t *req, size_t *lenp) {
 }
 
 const char *af_http_req_peer(const af_http_req_t *req) {
-        return req->peer;
+        /* Formatted on demand (only the auth-denied path reads it): the cache is not part of
+         * what the caller sees as the request, and no af_http_req_t is ever made const. */
+        af_http_req_t *r = (af_http_req_t *) req;
+        if (r->evreq)
+                req_fill_peer(r, evhttp_request_get_connection(r->evreq));
+        return r->peer;
 }
 
 void af_http_req_set_user(af_http_req_t *req, void *user, void (*free_fn)(void *)) {
@@ -500,20 +564,27 @@ void af_http_req_on_close(af_http_req_t *req, void (*cb)(af_http_req_t *req, voi
 void af_http_req_add_header(af_http_req_t *req, const char *name, const char *value) {
         if (!req->evreq)
                 return;
+        /* req_add_framing() must not add a second one. The first letter spares the common
+         * headers (Content-Type, Location...) most of the comparisons. */
+        char c = (char) (name[0] | 0x20);
+        if (c == 'd' && !strcasecmp(name, "Date"))
+                req->has_date = true;
+        else if ((c == 'c' && !strcasecmp(name, "Content-Length")) ||
+                 (c == 't' && !strcasecmp(name, "Transfer-Encoding")))
+                req->has_length = true;
         evhttp_add_header(evhttp_request_get_output_headers(req->evreq), name, value);
 }
 
 void af_http_reply(af_http_req_t *req, int status, const char *content_type, const char *body,
                    size_t len) {
-        struct evbuffer *buf = NULL;
         if (!req->closed && req->evreq) {
-                buf = evbuffer_new();
-                if (buf && len)
-                        evbuffer_add(buf, body, len);
+                /* Straight into evhttp's output buffer: no buffer of our own to fill and move. */
+                if (len)
+                        evbuffer_add(evhttp_request_get_output_buffer(req->evreq), body, len);
                 if (content_type)
                         af_http_req_add_header(req, "Content-Type", content_type);
         }
-        req_send(req, status, buf);
+        req_send(req, status);
 }
 
 static int reply_json_dump_cb(const char *data, size_t size, void *arg) {
@@ -521,12 +592,10 @@ static int reply_json_dump_cb(const char *data, size_t size, void *arg) {
 }
 
 void af_http_reply_json(af_http_req_t *req, int status, json_t *body) {
-        struct evbuffer *buf = NULL;
         if (!req->closed && req->evreq) {
-                buf = evbuffer_new();
-                /* Serialized straight into the reply buffer, no intermediate string. */
-                if (buf && body &&
-                    json_dump_callback(body, reply_json_dump_cb, buf, JSON_COMPACT) < 0) {
+                struct evbuffer *buf = evhttp_request_get_output_buffer(req->evreq);
+                /* Serialized straight into evhttp's output buffer, no intermediate string. */
+                if (body && json_dump_callback(body, reply_json_dump_cb, buf, JSON_COMPACT) < 0) {
                         evbuffer_drain(buf, evbuffer_get_length(buf));
                         evbuffer_add_printf(buf, "{\"code\":\"internal\",\"message\":\"reply did "
                                                  "not serialize\"}");
@@ -535,7 +604,7 @@ void af_http_reply_json(af_http_req_t *req, int status, json_t *body) {
                 af_http_req_add_header(req, "Content-Type", "application/json");
         }
         json_decref(body);
-        req_send(req, status, buf);
+        req_send(req, status);
 }
 
 void af_http_reply_error(af_http_req_t *req, int status, const char *code, const char *fmt, ...) {

@@ -29,20 +29,38 @@ struct af_timer_s {
 };
 
 af_loop_t *af_loop_new(char *errstr, size_t errstr_size) {
-        af_loop_t *loop = calloc(1, sizeof(*loop));
-        if (!loop) {
+        return af_loop_new_opts(NULL, errstr, errstr_size);
+}
+
+af_loop_t *af_loop_new_opts(const af_loop_opts_t *opts, char *errstr, size_t errstr_size) {
+        af_loop_t *loop = NULL;
+        struct event_config *cfg = NULL;
+
+        if (!(loop = calloc(1, sizeof(*loop))) || !(cfg = event_config_new())) {
                 af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
-                return NULL;
+                goto fail;
         }
-        loop->base = event_base_new();
-        if (!loop->base) {
+        /* Only a flag: without one, event_base_new_with_config(cfg) is event_base_new(), and
+         * the EVENT_* environment switches keep working as before. */
+        if (opts && opts->epoll_changelist &&
+            event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) < 0) {
+                af_errstr(AF_ERR_INTERNAL, errstr, errstr_size,
+                          "event_config_set_flag(EPOLL_USE_CHANGELIST) failed");
+                goto fail;
+        }
+        if (!(loop->base = event_base_new_with_config(cfg))) {
                 af_errstr(AF_ERR_INTERNAL, errstr, errstr_size, "event_base_new failed");
-                free(loop);
-                return NULL;
+                goto fail;
         }
+        event_config_free(cfg);
         /* A peer closing a socket must be an error on that socket, not a process kill. */
         signal(SIGPIPE, SIG_IGN);
         return loop;
+fail:
+        if (cfg)
+                event_config_free(cfg);
+        free(loop);
+        return NULL;
 }
 
 void af_loop_destroy(af_loop_t *loop) {

@@ -21,8 +21,25 @@ typedef struct af_timer_s af_timer_t;
 typedef void(af_timer_cb_t)(void *opaque);
 typedef void(af_signal_cb_t)(af_loop_t *loop, int signo, void *opaque);
 
+/* Options of af_loop_new_opts(); all false is what af_loop_new() makes. */
+typedef struct af_loop_opts_s {
+        /* libevent's epoll changelist (EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST): the add/del
+         * changes an fd goes through within one loop pass are merged into one epoll_ctl per fd,
+         * so a server that answers inside its read callback (reading -> writing -> reading
+         * again) makes two epoll_ctl calls per request instead of four. Opt-in because
+         * libevent documents it as unsafe in a process that has any fd cloned by dup() or its
+         * variants (a Linux epoll bug: "strange and hard-to-diagnose bugs"), and the libraries
+         * inside a worker, coordinator or CLI (librdkafka, hiredis, curl) make no promise
+         * about their fds. Only the simagent, whose only fds are evhttp's sockets and
+         * libevent's own, turns it on. */
+        bool epoll_changelist;
+} af_loop_opts_t;
+
 /* @returns a new loop, or NULL with errstr filled. */
 af_loop_t *af_loop_new(char *errstr, size_t errstr_size);
+/* Like af_loop_new(), with opts (NULL: the defaults). Backends other than epoll ignore
+ * epoll_changelist. @returns a new loop, or NULL with errstr filled. */
+af_loop_t *af_loop_new_opts(const af_loop_opts_t *opts, char *errstr, size_t errstr_size);
 /* Frees the loop; every timer, connection and server on it must be destroyed first. */
 void af_loop_destroy(af_loop_t *loop);
 struct event_base *af_loop_base(af_loop_t *loop);

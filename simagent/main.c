@@ -143,12 +143,11 @@ int main(int argc, char **argv) {
         /* Each request is answered inside its read callback, so evhttp turns the connection
          * from reading to writing and back again in one loop pass: four epoll_ctl calls per
          * request. libevent's epoll changelist merges them into two (sys time per /noop
-         * request -20 %). libevent warns that the changelist is unsafe with dup()ed file
-         * descriptors; this process has none (evhttp's sockets and libevent's own signal
-         * socketpair). Must be set before the loop's event_base is made; any value in the
-         * caller's environment is kept. */
-        setenv("EVENT_EPOLL_USE_CHANGELIST", "1", 0 /*keep the caller's*/);
-        if (!(loop = af_loop_new(errstr, sizeof(errstr)))) {
+         * request -20 %). It is opt-in (loop.h) because libevent calls it unsafe with dup()ed
+         * file descriptors; this process has none (evhttp's sockets and libevent's own signal
+         * socketpair), and it is the only process that turns it on. */
+        if (!(loop = af_loop_new_opts(&(af_loop_opts_t){.epoll_changelist = true}, errstr,
+                                      sizeof(errstr)))) {
                 af_error("loop: %s", errstr);
                 goto out;
         }

@@ -96,6 +96,19 @@ static void test_decode(void **state) {
         assert_null(af_http_route_decode("%00", 3));
 }
 
+/* A string without '%' is copied as is ('+' stays '+'), what evhttp's decoder would give. */
+static void test_decode_without_percent_is_a_copy(void **state) {
+        char *s = af_http_route_decode("/v1/a+b:c", 9);
+        assert_string_equal(s, "/v1/a+b:c");
+        free(s);
+        s = af_http_route_decode("", 0);
+        assert_string_equal(s, "");
+        free(s);
+        s = af_http_route_decode("xyz%", 3); /* the '%' is past len */
+        assert_string_equal(s, "xyz");
+        free(s);
+}
+
 static void test_pattern_validation(void **state) {
         char errstr[256];
         assert_true(af_http_route_valid("/v1/tasks/{id}:cancel", errstr, sizeof(errstr)));
@@ -121,6 +134,7 @@ int main(void) {
                 cmocka_unit_test(test_params_are_decoded_after_splitting),
                 cmocka_unit_test(test_nul_in_param_is_bad_path),
                 cmocka_unit_test(test_decode),
+                cmocka_unit_test(test_decode_without_percent_is_a_copy),
                 cmocka_unit_test(test_pattern_validation),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

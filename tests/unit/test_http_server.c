@@ -3,7 +3,9 @@
  * accessors (decoded path, {params}, query, headers, peer, body), 400 for undecodable paths,
  * 405 vs 404, the auth hook (bearer extraction, identity attached with set_user), user data
  * freed exactly once, deferred answers whose client went away (with and without an on_close
- * hook), on_close at server destroy, refused route patterns, a busy port.
+ * hook), on_close at server destroy, refused route patterns, a busy port; the answer's bytes
+ * on the wire (Date and Content-Length as evhttp itself would write them), read by a raw
+ * socket client.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,10 +14,17 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <event2/event.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "http_client.h"
 #include "http_server.h"
@@ -85,6 +94,15 @@ static void h_bad_utf8(af_http_req_t *req, void *opaque) {
         af_http_reply_error(req, 422, "invalid", "field \xff\xfe is bad");
 }
 
+static void h_own_date(af_http_req_t *req, void *opaque) {
+        af_http_req_add_header(req, "date", "Thu, 01 Jan 1970 00:00:00 GMT");
+        af_http_reply(req, 200, "text/plain", "own", 3);
+}
+
+static void h_no_content(af_http_req_t *req, void *opaque) {
+        af_http_reply(req, 204, NULL, NULL, 0);
+}
+
 static bool auth_cb(af_http_req_t *req, const char *bearer, void *opaque) {
         fx_t *fx = opaque;
         fx->bearer_was_null = bearer == NULL;
@@ -118,6 +136,8 @@ static int setup(void **state) {
         af_http_server_route(fx->srv, "GET", "/hold", false, h_hold, fx);
         af_http_server_route(fx->srv, "GET", "/hold-notify", false, h_hold_notify, fx);
         af_http_server_route(fx->srv, "GET", "/bad-utf8", false, h_bad_utf8, fx);
+        af_http_server_route(fx->srv, "GET", "/own-date", false, h_own_date, fx);
+        af_http_server_route(fx->srv, "GET", "/no-content", false, h_no_content, fx);
         af_http_server_route(fx->srv, "GET", "/refused/{", false, h_inspect, fx); /* refused */
         af_http_client_opts_t co = {.default_timeout_ms = 10000};
         fx->hc = af_http_client_new(fx->loop, &co, errstr, sizeof(errstr));
@@ -188,6 +208,76 @@ static void call(fx_t *fx, result_t *r, const char *method, const char *path,
 
 static const char *jstr(const result_t *r, const char *key) {
         return json_string_value(json_object_get(r->json, key));
+}
+
+/* ---- raw client: the exact bytes of one answer ------------------------------------------- */
+
+typedef struct {
+        fx_t *fx;
+        char buf[8192];
+        size_t len;
+} raw_t;
+
+/* @returns whether buf holds a whole answer: the headers, then Content-Length bytes, or, with
+ * no Content-Length, everything up to EOF. */
+static bool raw_complete(const raw_t *raw, bool eof) {
+        const char *end = strstr(raw->buf, "\r\n\r\n");
+        const char *cl = strcasestr(raw->buf, "\r\nContent-Length: ");
+        if (!end)
+                return eof;
+        if (!cl || cl > end)
+                return eof;
+        return raw->len >= (size_t) (end + 4 - raw->buf) + strtoul(cl + 18, NULL, 10);
+}
+
+static void raw_read_cb(evutil_socket_t fd, short what, void *arg) {
+        raw_t *raw = arg;
+        ssize_t n = read(fd, raw->buf + raw->len, sizeof(raw->buf) - 1 - raw->len);
+        if (n > 0)
+                raw->len += (size_t) n;
+        raw->buf[raw->len] = '\0';
+        if (raw_complete(raw, n <= 0) || raw->len == sizeof(raw->buf) - 1)
+                af_loop_stop(raw->fx->loop);
+}
+
+/* Send request as is and read the answer into raw (NUL-terminated). */
+static void raw_call(fx_t *fx, raw_t *raw, const char *request) {
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t) af_http_server_port(fx->srv))};
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        memset(raw, 0, sizeof(*raw));
+        raw->fx = fx;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        assert_true(fd >= 0);
+        assert_int_equal(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        assert_int_equal(write(fd, request, strlen(request)), (ssize_t) strlen(request));
+        struct event *ev =
+                event_new(af_loop_base(fx->loop), fd, EV_READ | EV_PERSIST, raw_read_cb, raw);
+        event_add(ev, NULL);
+        run(fx);
+        event_free(ev);
+        close(fd);
+}
+
+/* @returns how many header lines of answer start with "name: " (any case). */
+static int raw_header_count(const char *answer, const char *name) {
+        const char *end = strstr(answer, "\r\n\r\n");
+        int cnt = 0;
+        for (const char *p = strstr(answer, "\r\n"); p && p < end; p = strstr(p + 2, "\r\n"))
+                if (!strncasecmp(p + 2, name, strlen(name)) && p[2 + strlen(name)] == ':')
+                        cnt++;
+        return cnt;
+}
+
+/* @returns the unix time of the answer's "Date: " header, or -1 when it does not parse as the
+ * RFC 1123 date evhttp writes. */
+static time_t raw_date(const char *answer) {
+        const char *d = strstr(answer, "\r\nDate: ");
+        struct tm tm = {0};
+        if (!d)
+                return -1;
+        const char *end = strptime(d + 8, "%a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        return end ? timegm(&tm) : -1;
 }
 
 /* ---- tests --------------------------------------------------------------------------------- */
@@ -299,6 +389,8 @@ static void test_deferred_request_whose_client_left_is_dropped(void **state) {
         af_timer_start(fx->poll, 1, false);
         run(fx);
         assert_null(af_http_req_header(fx->held, "Host"));
+        /* The peer is still known once the connection is gone. */
+        assert_true(!strncmp(af_http_req_peer(fx->held), "127.0.0.1:", 10));
         assert_int_equal(fx->user_freed, 0);
         af_http_reply_error(fx->held, 500, "late", "too late");
         fx->held = NULL;
@@ -347,6 +439,87 @@ static void test_destroy_with_waiting_request_calls_on_close(void **state) {
         assert_int_equal(r.err, AF_ERR_TRANSPORT);
 }
 
+/* An HTTP/1.1 answer carries one Date (now, RFC 1123) and one Content-Length (the body's),
+ * after the handler's headers, in evhttp's own order. */
+static void test_http11_answer_has_date_and_content_length(void **state) {
+        fx_t *fx = *state;
+        raw_t raw;
+        const char *head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDate: ";
+        raw_call(fx, &raw, "GET /v1/items/x HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_true(!strncmp(raw.buf, head, strlen(head)));
+        assert_int_equal(raw_header_count(raw.buf, "Date"), 1);
+        assert_int_equal(raw_header_count(raw.buf, "Content-Length"), 1);
+        time_t date = raw_date(raw.buf), now = time(NULL);
+        assert_true(date >= now - 2 && date <= now);
+        const char *body = strstr(raw.buf, "\r\n\r\n") + 4;
+        char want[64];
+        snprintf(want, sizeof(want), "GMT\r\nContent-Length: %zu\r\n\r\n", strlen(body));
+        assert_non_null(strstr(raw.buf, want));
+        assert_int_equal(body[0], '{');
+
+        /* An error answer too, and "Connection: close" still comes last. */
+        raw_call(fx, &raw, "GET /nowhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_true(!strncmp(raw.buf, "HTTP/1.1 404 Not Found\r\n", 24));
+        assert_int_equal(raw_header_count(raw.buf, "Date"), 1);
+        snprintf(want, sizeof(want), "GMT\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                 strlen(strstr(raw.buf, "\r\n\r\n") + 4));
+        assert_non_null(strstr(raw.buf, want));
+}
+
+/* HTTP/1.0 answers are evhttp's own: no Date; Content-Length only for keep-alive, after
+ * "Connection: keep-alive". */
+static void test_http10_answer_is_left_to_evhttp(void **state) {
+        fx_t *fx = *state;
+        raw_t raw;
+        raw_call(fx, &raw, "GET /v1/items/x HTTP/1.0\r\n\r\n");
+        assert_true(!strncmp(raw.buf, "HTTP/1.0 200 OK\r\n", 17));
+        assert_int_equal(raw_header_count(raw.buf, "Date"), 0);
+        assert_int_equal(raw_header_count(raw.buf, "Content-Length"), 0);
+        assert_non_null(strstr(raw.buf, "\r\n\r\n{"));
+
+        raw_call(fx, &raw, "GET /v1/items/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert_int_equal(raw_header_count(raw.buf, "Date"), 0);
+        assert_non_null(strstr(raw.buf, "\r\nConnection: keep-alive\r\nContent-Length: "));
+}
+
+/* A handler's own Date is not doubled; a status without a body gets no Content-Length. */
+static void test_framing_headers_only_where_evhttp_adds_them(void **state) {
+        fx_t *fx = *state;
+        raw_t raw;
+        raw_call(fx, &raw, "GET /own-date HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_int_equal(raw_header_count(raw.buf, "Date"), 1);
+        assert_non_null(strstr(raw.buf, "\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n"));
+        assert_non_null(strstr(raw.buf, "\r\nContent-Length: 3\r\n\r\nown"));
+
+        raw_call(fx, &raw, "GET /no-content HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_true(!strncmp(raw.buf, "HTTP/1.1 204 No Content\r\n", 25));
+        assert_int_equal(raw_header_count(raw.buf, "Date"), 1);
+        assert_int_equal(raw_header_count(raw.buf, "Content-Length"), 0);
+}
+
+static void on_date_poll(void *opaque) {
+        af_loop_stop(opaque);
+}
+
+/* The cached date follows the clock: it changes within a few seconds. */
+static void test_date_follows_the_clock(void **state) {
+        fx_t *fx = *state;
+        raw_t raw;
+        raw_call(fx, &raw, "GET /v1/items/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        time_t first = raw_date(raw.buf), later = first;
+        assert_true(first > 0);
+        fx->poll = af_timer_new(fx->loop, on_date_poll, fx->loop);
+        for (int i = 0; i < 30 && later == first; i++) {
+                af_timer_start(fx->poll, 100, false);
+                run(fx);
+                raw_call(fx, &raw,
+                         "GET /v1/items/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+                later = raw_date(raw.buf);
+        }
+        assert_true(later > first);
+        assert_true(later <= time(NULL));
+}
+
 static void test_busy_port_is_an_error(void **state) {
         fx_t *fx = *state;
         char errstr[256] = "";
@@ -374,6 +547,13 @@ int main(void) {
                                                 teardown),
                 cmocka_unit_test_setup_teardown(test_destroy_with_waiting_request_calls_on_close,
                                                 setup, teardown),
+                cmocka_unit_test_setup_teardown(test_http11_answer_has_date_and_content_length,
+                                                setup, teardown),
+                cmocka_unit_test_setup_teardown(test_http10_answer_is_left_to_evhttp, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_framing_headers_only_where_evhttp_adds_them,
+                                                setup, teardown),
+                cmocka_unit_test_setup_teardown(test_date_follows_the_clock, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_busy_port_is_an_error, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
