@@ -6,8 +6,10 @@
  * connections. The wiring follows TRAPS.md for curl 7.88:
  *   - CURLMOPT_TIMERFUNCTION keeps ONE libevent timer, replaced on every call; -1 deletes it
  *     and 0 becomes a zero-delay event, so libcurl is never re-entered from its own callback;
- *   - CURLMOPT_SOCKETFUNCTION only (re)arms or frees a per-socket event; on CURL_POLL_REMOVE
- *     the event is freed at once because the fd number may be reused by the next connect;
+ *   - CURLMOPT_SOCKETFUNCTION only (re)arms or disarms a per-fd event; on CURL_POLL_REMOVE the
+ *     event is deleted at once because the fd number may be reused by the next connect. The
+ *     events live in a table by fd number and serve whichever socket has that number next,
+ *     so (re)watching a socket allocates nothing;
  *   - after every curl_multi_socket_action() the done queue (curl_multi_info_read) is drained.
  * Completion callbacks run from the loop, never from inside af_http_client_send(); a cancel
  * is reported through a zero-delay event for the same reason.
@@ -41,6 +43,11 @@
  * with more calls in flight than the pool holds set up and freed a handle for most of them
  * (bench/run, 2 workers at concurrency 512). */
 #define AF_HTTP_CLIENT_EASY_POOL AF_HTTP_CLIENT_MAX_IDLE_CONNS
+/* Bodies over this size get an empty "Expect:" line, which stops curl sending
+ * "Expect: 100-continue" and waiting a second for an answer evhttp and most APIs never send.
+ * curl 7.88 asks only for bodies over 1 MiB (older ones over 1 KiB); below this the line is
+ * left out, because curl compares every line of the list against each header it may add. */
+#define AF_HTTP_CLIENT_EXPECT_MIN 1024
 
 typedef struct af_http_xfer_s af_http_xfer_t;
 
@@ -51,13 +58,29 @@ typedef struct af_http_pooled_s {
         CURL *easy;
         char method[16]; /* of its last request; "" when its options are curl's defaults */
         bool posts;      /* its last request set CURLOPT_POSTFIELDS */
+        /* Per-request options it already holds, so that an equal one is not set again (a URL
+         * is a free and a strdup in curl). Meaningful only while method[0] is set. */
+        char *url;            /* owned copy of its CURLOPT_URL, or NULL */
+        long timeout_ms;      /* its CURLOPT_TIMEOUT_MS */
+        curl_off_t max_bytes; /* its CURLOPT_MAXFILESIZE_LARGE */
 } af_http_pooled_t;
+
+/* What the loop watches for one fd number. Entries live as long as the client, indexed by fd,
+ * and serve whatever socket has that number next. */
+typedef struct af_http_sock_s {
+        struct event *ev; /* with the fd of its index; NULL until first armed */
+        short armed;      /* EV_READ | EV_WRITE libevent watches; 0 = not added */
+} af_http_sock_t;
 
 struct af_http_client_s {
         af_loop_t *loop;
         CURLM *multi;
+        struct event_base *base;
         struct event *timer_ev;  /* curl's one timer */
+        bool timer_zero;         /* timer_ev is pending with a zero delay */
         struct event *cancel_ev; /* zero-delay: report cancelled transfers */
+        af_http_sock_t **socks;  /* by fd number; NULL entries for numbers never seen */
+        int socks_cap;
         af_http_client_opts_t opts;
         uint64_t next_id;
         af_http_xfer_t *head;      /* transfers in curl (doubly linked) */
@@ -89,12 +112,6 @@ struct af_http_xfer_s {
         af_http_xfer_t *prev, *next;
 };
 
-/* Per-socket state handed to curl with curl_multi_assign(). */
-typedef struct af_http_sock_s {
-        struct event *ev;
-        af_http_client_t *hc;
-} af_http_sock_t;
-
 static void client_check_done(af_http_client_t *hc);
 
 /* ---- transfers ----------------------------------------------------------------------------- */
@@ -121,12 +138,27 @@ static bool client_easy_get(af_http_client_t *hc, af_http_xfer_t *x, const char 
                 if (strcmp(p->method, method) || p->posts != posts) {
                         curl_easy_reset(x->easy);
                         x->shape.method[0] = '\0';
+                        free(x->shape.url);
+                        x->shape.url = NULL;
                 }
         } else {
                 x->easy = curl_easy_init();
                 x->shape.method[0] = '\0';
+                x->shape.url = NULL;
+        }
+        if (!x->shape.method[0]) {
+                x->shape.timeout_ms = -1;
+                x->shape.max_bytes = -1;
         }
         return x->easy != NULL;
+}
+
+/* Close a handle that is not in the multi, with what its shape owns. */
+static void client_easy_cleanup(af_http_pooled_t *p) {
+        curl_easy_cleanup(p->easy);
+        p->easy = NULL;
+        free(p->url);
+        p->url = NULL;
 }
 
 /* Free a transfer; its handle, no longer in the multi, goes back to the pool. */
@@ -140,7 +172,8 @@ static void xfer_free(af_http_xfer_t *x) {
                 x->shape.easy = x->easy;
                 x->hc->easy_pool[x->hc->easy_pool_cnt++] = x->shape;
         } else if (x->easy) {
-                curl_easy_cleanup(x->easy);
+                x->shape.easy = x->easy;
+                client_easy_cleanup(&x->shape);
         }
         af_buf_free(&x->resp);
         free(x);
@@ -294,12 +327,58 @@ static void client_check_done(af_http_client_t *hc) {
         }
 }
 
+static void client_sock_event_cb(evutil_socket_t fd, short what, void *arg);
+
+/* The state of fd number s, created if asked. @returns NULL if absent (or on OOM). */
+static af_http_sock_t *client_sock(af_http_client_t *hc, curl_socket_t s, bool create) {
+        if (s < 0)
+                return NULL;
+        if (s >= hc->socks_cap) {
+                if (!create)
+                        return NULL;
+                int cap = hc->socks_cap ? hc->socks_cap : 64;
+                while (cap <= s)
+                        cap *= 2;
+                af_http_sock_t **socks = realloc(hc->socks, (size_t) cap * sizeof(*socks));
+                if (!socks)
+                        return NULL;
+                memset(socks + hc->socks_cap, 0, (size_t) (cap - hc->socks_cap) * sizeof(*socks));
+                hc->socks = socks;
+                hc->socks_cap = cap;
+        }
+        if (!hc->socks[s] && create)
+                hc->socks[s] = calloc(1, sizeof(af_http_sock_t));
+        return hc->socks[s];
+}
+
+/* Make libevent watch exactly kind (EV_READ | EV_WRITE, 0 = nothing) on fd s; nothing to do,
+ * and no epoll_ctl, when it already does. @returns false on OOM. A failed event_add is left
+ * to the transfer's timeout, as it always was, and tried again at the next call. */
+static bool client_sock_arm(af_http_client_t *hc, af_http_sock_t *sk, curl_socket_t s, short kind) {
+        if (sk->armed == kind)
+                return true;
+        if (sk->armed)
+                event_del(sk->ev);
+        sk->armed = 0;
+        if (!kind)
+                return true;
+        if (!sk->ev) {
+                sk->ev = event_new(hc->base, s, kind | EV_PERSIST, client_sock_event_cb, hc);
+                if (!sk->ev)
+                        return false;
+        } else {
+                event_assign(sk->ev, hc->base, s, kind | EV_PERSIST, client_sock_event_cb, hc);
+        }
+        if (event_add(sk->ev, NULL) == 0)
+                sk->armed = kind;
+        return true;
+}
+
 static void client_sock_event_cb(evutil_socket_t fd, short what, void *arg) {
         af_http_client_t *hc = arg;
         int running = 0;
         int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
                     ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-        /* The socket's state may be freed inside this call (CURL_POLL_REMOVE): not used after. */
         curl_multi_socket_action(hc->multi, fd, flags, &running);
         client_check_done(hc);
 }
@@ -307,6 +386,7 @@ static void client_sock_event_cb(evutil_socket_t fd, short what, void *arg) {
 static void client_timer_event_cb(evutil_socket_t fd, short what, void *arg) {
         af_http_client_t *hc = arg;
         int running = 0;
+        hc->timer_zero = false;
         curl_multi_socket_action(hc->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         client_check_done(hc);
 }
@@ -314,36 +394,18 @@ static void client_timer_event_cb(evutil_socket_t fd, short what, void *arg) {
 /* CURLMOPT_SOCKETFUNCTION: only bookkeeping, never back into libcurl. */
 static int client_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
         af_http_client_t *hc = userp;
-        af_http_sock_t *sk = socketp;
+        af_http_sock_t *sk = client_sock(hc, s, what != CURL_POLL_REMOVE);
 
         if (what == CURL_POLL_REMOVE) {
-                if (sk) {
-                        event_free(sk->ev);
-                        free(sk);
-                        curl_multi_assign(hc->multi, s, NULL);
-                }
+                if (sk)
+                        client_sock_arm(hc, sk, s, 0);
                 return 0;
         }
-        short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-                     ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-        if (!sk) {
-                sk = calloc(1, sizeof(*sk));
-                if (!sk)
-                        return -1;
-                sk->hc = hc;
-                sk->ev = event_new(event_get_base(hc->timer_ev), s, kind, client_sock_event_cb, hc);
-                if (!sk->ev) {
-                        free(sk);
-                        return -1;
-                }
-                curl_multi_assign(hc->multi, s, sk);
-        } else {
-                event_del(sk->ev);
-                event_assign(sk->ev, event_get_base(hc->timer_ev), s, kind, client_sock_event_cb,
-                             hc);
-        }
-        event_add(sk->ev, NULL);
-        return 0;
+        if (!sk)
+                return -1;
+        short kind =
+                ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+        return client_sock_arm(hc, sk, s, kind) ? 0 : -1;
 }
 
 /* CURLMOPT_TIMERFUNCTION: one timer, replaced each time; 0 is a zero-delay event. */
@@ -351,8 +413,13 @@ static int client_timer_cb(CURLM *multi, long timeout_ms, void *userp) {
         af_http_client_t *hc = userp;
         if (timeout_ms < 0) {
                 evtimer_del(hc->timer_ev);
+                hc->timer_zero = false;
                 return 0;
         }
+        /* Every request added asks for a zero timeout: one pending zero-delay run is enough. */
+        if (timeout_ms == 0 && hc->timer_zero)
+                return 0;
+        hc->timer_zero = timeout_ms == 0;
         struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
         evtimer_add(hc->timer_ev, &tv);
         return 0;
@@ -393,6 +460,7 @@ af_http_client_t *af_http_client_new(af_loop_t *loop, const af_http_client_opts_
                 goto fail;
         }
         hc->loop = loop;
+        hc->base = base;
         if (opts)
                 hc->opts = *opts;
         if (hc->opts.default_timeout_ms <= 0)
@@ -449,14 +517,22 @@ void af_http_client_destroy(af_http_client_t *hc) {
                 client_cancel_event_cb(-1, 0, hc);
                 event_free(hc->cancel_ev);
         }
-        /* Cleaning up the multi closes the cached connections, which frees their socket
-         * state through CURL_POLL_REMOVE: the timer event must still exist then. */
+        /* Cleaning up the multi closes the cached connections, which disarms their events
+         * through CURL_POLL_REMOVE: the socket table must still exist then. */
         if (hc->multi)
                 curl_multi_cleanup(hc->multi);
         if (hc->timer_ev)
                 event_free(hc->timer_ev);
         while (hc->easy_pool_cnt > 0)
-                curl_easy_cleanup(hc->easy_pool[--hc->easy_pool_cnt].easy);
+                client_easy_cleanup(&hc->easy_pool[--hc->easy_pool_cnt]);
+        for (int fd = 0; fd < hc->socks_cap; fd++) {
+                if (!hc->socks[fd])
+                        continue;
+                if (hc->socks[fd]->ev)
+                        event_free(hc->socks[fd]->ev);
+                free(hc->socks[fd]);
+        }
+        free(hc->socks);
         free(hc);
 }
 
@@ -473,10 +549,12 @@ af_err_t af_http_client_send(af_http_client_t *hc, const af_http_request_t *req,
         method = req->method ? req->method : "GET";
         bool posts = strcmp(method, "GET") && strcmp(method, "HEAD") &&
                      (req->body || !strcmp(method, "POST"));
+        size_t body_len = req->body ? req->body_len : 0;
         /* "Expect:" empty: no 1 s wait for a 100-continue that evhttp and most APIs never
-         * send. */
+         * send (see AF_HTTP_CLIENT_EXPECT_MIN). */
         static const char expect[] = "Expect:";
-        size_t nh = 1, bytes = sizeof(expect), body_len = req->body ? req->body_len : 0;
+        size_t nexp = posts && body_len > AF_HTTP_CLIENT_EXPECT_MIN ? 1 : 0;
+        size_t nh = nexp, bytes = nexp ? sizeof(expect) : 0;
         for (const char *const *h = req->headers; h && *h; h++, nh++)
                 bytes += strlen(*h) + 1;
         x = malloc(sizeof(*x) + nh * sizeof(struct curl_slist) + bytes + body_len + 1);
@@ -496,10 +574,10 @@ af_err_t af_http_client_send(af_http_client_t *hc, const af_http_request_t *req,
                 goto out;
         }
         /* The list's nodes, then the lines they point to, then the body. */
-        x->headers = (struct curl_slist *) (x + 1);
-        char *p = (char *) (x->headers + nh);
+        x->headers = nh ? (struct curl_slist *) (x + 1) : NULL;
+        char *p = (char *) ((struct curl_slist *) (x + 1) + nh);
         for (size_t i = 0; i < nh; i++) {
-                const char *line = i ? req->headers[i - 1] : expect;
+                const char *line = i >= nexp ? req->headers[i - nexp] : expect;
                 size_t len = strlen(line) + 1;
                 memcpy(p, line, len);
                 x->headers[i].data = p;
@@ -540,15 +618,27 @@ af_err_t af_http_client_send(af_http_client_t *hc, const af_http_request_t *req,
                 x->shape.posts = posts;
         }
         curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-        if (curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK) {
-                err = AF_ERR_NOMEM;
-                goto out;
+        if (!x->shape.url || strcmp(x->shape.url, req->url)) {
+                free(x->shape.url);
+                x->shape.url = strdup(req->url);
+                if (!x->shape.url || curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK) {
+                        free(x->shape.url);
+                        x->shape.url = NULL; /* set again next time, whatever it holds */
+                        err = AF_ERR_NOMEM;
+                        goto out;
+                }
         }
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
-        curl_easy_setopt(
-                e, CURLOPT_TIMEOUT_MS,
-                (long) (req->timeout_ms > 0 ? req->timeout_ms : hc->opts.default_timeout_ms));
-        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) x->resp.cap);
+        long timeout_ms =
+                (long) (req->timeout_ms > 0 ? req->timeout_ms : hc->opts.default_timeout_ms);
+        if (x->shape.timeout_ms != timeout_ms) {
+                curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+                x->shape.timeout_ms = timeout_ms;
+        }
+        if (x->shape.max_bytes != (curl_off_t) x->resp.cap) {
+                curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) x->resp.cap);
+                x->shape.max_bytes = (curl_off_t) x->resp.cap;
+        }
         curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
         if (posts) {

@@ -3,7 +3,10 @@
  * and records the exact request it got: method, path, headers (no "Expect"), body; response
  * fields (status, Content-Type, Retry-After as seconds and as a date); keep-alive reuse;
  * cancellation reported from the loop; destroy cancelling what is in flight; the response
- * cap by Content-Length and by a chunked body; the default timeout; refused URLs.
+ * cap by Content-Length and by a chunked body; the default timeout; refused URLs; no
+ * "Expect: 100-continue" for large bodies either; per-request options (URL, timeout, cap)
+ * that a pooled handle keeps are replaced when they change; an idle connection the server
+ * closed is noticed and replaced.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -40,7 +43,9 @@ typedef struct {
         char method[16];
         char path[128];
         char body[256];
+        size_t body_len; /* all of it, beyond what body holds */
         char expect[64];
+        struct evhttp_connection *conn; /* of the last request */
         char custom[64];
         char ctype_in[64];
         char peer[64];
@@ -90,6 +95,7 @@ static void stub_cb(struct evhttp_request *r, void *arg) {
         snprintf(fx->path, sizeof(fx->path), "%s", evhttp_request_get_uri(r));
         struct evbuffer *in = evhttp_request_get_input_buffer(r);
         size_t n = evbuffer_get_length(in);
+        fx->body_len = n;
         if (n >= sizeof(fx->body))
                 n = sizeof(fx->body) - 1;
         evbuffer_copyout(in, fx->body, n);
@@ -97,7 +103,8 @@ static void stub_cb(struct evhttp_request *r, void *arg) {
         copy_header(r, "Expect", fx->expect, sizeof(fx->expect));
         copy_header(r, "X-Agentfleet-Task", fx->custom, sizeof(fx->custom));
         copy_header(r, "Content-Type", fx->ctype_in, sizeof(fx->ctype_in));
-        evhttp_connection_get_peer(evhttp_request_get_connection(r), &addr, &port);
+        fx->conn = evhttp_request_get_connection(r);
+        evhttp_connection_get_peer(fx->conn, &addr, &port);
         snprintf(fx->peer, sizeof(fx->peer), "%s:%u", addr, port);
         if (!fx->first_peer[0]) {
                 snprintf(fx->first_peer, sizeof(fx->first_peer), "%s", fx->peer);
@@ -432,6 +439,88 @@ static void test_response_cap_by_length_and_by_chunks(void **state) {
         assert_int_equal(r.err, AF_ERR_TOO_LARGE);
 }
 
+/* A large body goes out at once, without "Expect: 100-continue" (curl asks for it over 1 MiB
+ * and would wait a second for the 100 evhttp never sends), and so do small ones after it on
+ * the same handle. */
+static void test_no_expect_for_any_body_size(void **state) {
+        fx_t *fx = *state;
+        result_t r;
+        static const size_t sizes[] = {2 * 1024 * 1024, 1025, 1024, 10, 1536 * 1024};
+        fx->resp_len = 2;
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+                char *body = malloc(sizes[i] + 1);
+                memset(body, 'b', sizes[i]);
+                body[sizes[i]] = '\0';
+                send_req(fx, &r, "POST", "/big", NULL, body, 0, 0);
+                free(body);
+                run(fx);
+                assert_int_equal(r.status, 200);
+                assert_int_equal(fx->body_len, sizes[i]);
+                assert_string_equal(fx->expect, "");
+        }
+        assert_true(fx->same_peer);
+}
+
+/* Timeout, cap and URL are set on a pooled handle only when they differ from its last
+ * request's: each request still gets its own. */
+static void test_pooled_handle_per_request_options(void **state) {
+        fx_t *fx = *state;
+        result_t r;
+        fx->resp_len = 50;
+        send_req(fx, &r, "GET", "/a", NULL, NULL, 0, 0);
+        run(fx);
+        assert_int_equal(r.err, AF_OK);
+        send_req(fx, &r, "GET", "/hold", NULL, NULL, 100 /*ms*/, 0);
+        run(fx);
+        assert_int_equal(r.err, AF_ERR_TIMEOUT);
+        send_req(fx, &r, "GET", "/a", NULL, NULL, 0, 0);
+        run(fx);
+        assert_int_equal(r.err, AF_OK);
+        assert_string_equal(fx->path, "/a");
+        send_req(fx, &r, "GET", "/a", NULL, NULL, 0, 49);
+        run(fx);
+        assert_int_equal(r.err, AF_ERR_TOO_LARGE);
+        send_req(fx, &r, "GET", "/a", NULL, NULL, 0, 0);
+        run(fx);
+        assert_int_equal(r.err, AF_OK);
+        assert_int_equal(r.body_len, 50);
+        send_req(fx, &r, "GET", "/b", NULL, NULL, 0, 0);
+        run(fx);
+        assert_string_equal(fx->path, "/b");
+        send_req(fx, &r, "GET", "/b", NULL, NULL, 0, 0);
+        run(fx);
+        assert_string_equal(fx->path, "/b");
+        assert_int_equal(fx->hits, 7);
+}
+
+static void on_pause(void *opaque) {
+        af_loop_stop(opaque);
+}
+
+/* A server closing an idle keep-alive connection fails no request: curl finds it dead before
+ * reuse and connects again, and the fd number (often the same) gets a fresh watch. */
+static void test_idle_connection_closed_by_server(void **state) {
+        fx_t *fx = *state;
+        result_t r;
+        send_req(fx, &r, "POST", "/noop", NULL, "{}", 0, 0);
+        run(fx);
+        assert_int_equal(r.status, 200);
+        evhttp_connection_free(fx->conn); /* the server drops the idle connection */
+        fx->conn = NULL;
+        af_timer_t *pause = af_timer_new(fx->loop, on_pause, fx->loop);
+        af_timer_start(pause, 50, false);
+        af_loop_run(fx->loop); /* the client sees the close while the connection is idle */
+        af_timer_destroy(pause);
+        for (int i = 0; i < 3; i++) {
+                send_req(fx, &r, "POST", "/noop", NULL, "{}", 0, 0);
+                run(fx);
+                assert_int_equal(r.err, AF_OK);
+                assert_int_equal(r.status, 200);
+        }
+        assert_int_equal(fx->hits, 4);
+        assert_false(fx->same_peer); /* a new connection after the close */
+}
+
 static void test_bad_requests(void **state) {
         fx_t *fx = *state;
         result_t r = {.fx = fx};
@@ -463,6 +552,11 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_default_timeout_applies, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_destroy_cancels_in_flight, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_response_cap_by_length_and_by_chunks, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_no_expect_for_any_body_size, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pooled_handle_per_request_options, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_idle_connection_closed_by_server, setup,
                                                 teardown),
                 cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
         };
