@@ -22,7 +22,7 @@ af_wait_group() {
 AF_DEBIAN_PACKAGES=(
   build-essential cmake pkg-config
   librdkafka-dev libprotobuf-c-dev protobuf-c-compiler libhiredis-dev libcurl4-openssl-dev
-  libevent-dev libjansson-dev libyaml-dev libssl-dev libcmocka-dev
+  libevent-dev libjansson-dev libyaml-dev libssl-dev libcmocka-dev libjemalloc-dev
   redis-server redis-tools
   clang libclang-rt-14-dev clang-format
   maven default-jre-headless curl
