@@ -377,6 +377,7 @@ static void drive_free(drive_t *d) {
         af_http_client_destroy(d->cli->hc);
         d->cli->hc = NULL;
         af_producer_destroy(d->producer);
+        drive_free_payloads(d);
         json_decref(d->payloads);
         json_decref(d->by_id);
         free(d->tasks);
@@ -399,6 +400,11 @@ int af_cli_cmd_drive(af_cli_t *cli, int argc, char **argv) {
         rc = AF_CLI_EXIT_USAGE;
         if (load_payloads(&d) < 0)
                 goto out;
+        if (drive_prepare_payloads(&d) < 0) {
+                fprintf(stderr, "agentfleet drive: cannot prepare the payload samples "
+                                "(out of memory)\n");
+                goto out;
+        }
         rc = AF_CLI_EXIT_SERVER;
         af_ulid_new(d.run_id);
         /* The ULID's random tail: short, and unique enough to tell runs apart. */

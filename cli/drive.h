@@ -71,8 +71,10 @@ typedef struct drive_s {
         char run_id[AF_ULID_LEN + 1];
         char run_tag[16]; /* short run tag used in ids: last chars of run_id */
 
-        /* Payload samples: a JSON array of parsed lines (cycled). */
+        /* Payload samples: a JSON array of parsed lines (cycled), and each one's text made
+         * ready for the per-task splice of its unique field (drive_prepare_payloads). */
         json_t *payloads;
+        struct drive_payload_s *prepared; /* json_array_size(payloads) entries */
 
         drive_task_t *tasks; /* o.tasks entries */
         json_t *by_id;       /* task id -> index (integer) */
@@ -124,6 +126,11 @@ typedef struct drive_s {
 void drive_pump(drive_t *d);
 /* @returns whether every task is accepted or refused (nothing more to send). */
 bool drive_submission_done(const drive_t *d);
+/* Dump every sample once, split around its unique field's value, so that a task's payload is
+ * a concatenation, not a JSON copy and dump (the drive must cost little next to what it
+ * measures). @returns 0, or -1 out of memory. */
+int drive_prepare_payloads(drive_t *d);
+void drive_free_payloads(drive_t *d);
 
 /* drive_results.c: the results side. */
 /* Commit the current end offsets of `results` for a fresh group, so that its consumer starts

@@ -44,33 +44,115 @@ static void task_key(const drive_t *d, int64_t idx, char *out, size_t out_size) 
         snprintf(out, out_size, "drv-%s-%lld", d->run_tag, (long long) idx);
 }
 
+/* A sample's text, split around its unique field's value: head ends with the value's opening
+ * quote, tail starts with its closing one. Without a unique field, head is the whole text. */
+typedef struct drive_payload_s {
+        char *head, *tail;
+        size_t head_len, tail_len;
+        char *value; /* the field's value as JSON string content (escaped, no quotes) */
+        size_t value_len;
+        const char *raw; /* the same value unescaped (owned by the sample): the case key */
+} drive_payload_t;
+
+/* Stands in for the unique field's value while the sample is dumped once; the control
+ * characters keep it from matching anything a sample would hold (checked to occur once). */
+#define DRIVE_UNIQUE_MARK                                                                          \
+        "\x01"                                                                                     \
+        "af-drive-unique"                                                                          \
+        "\x01"
+
+static char *dump_any(const json_t *j) {
+        return json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+static int prepare_one(const drive_t *d, json_t *sample, drive_payload_t *p) {
+        const char *field = d->o.unique_field;
+        json_t *copy = NULL, *mark = NULL;
+        char *text = NULL, *quoted = NULL, *value = NULL, *at;
+        size_t qlen, vlen;
+        int rc = -1;
+
+        if (!(field && *field && json_is_object(sample) &&
+              json_is_string(json_object_get(sample, field)))) {
+                if (!(p->head = dump_any(sample)))
+                        return -1;
+                p->head_len = strlen(p->head);
+                return 0;
+        }
+        p->raw = json_string_value(json_object_get(sample, field));
+        if (!(copy = json_copy(sample)) || !(mark = json_string(DRIVE_UNIQUE_MARK)) ||
+            json_object_set(copy, field, mark) || !(text = dump_any(copy)) ||
+            !(quoted = dump_any(mark)) || !(value = dump_any(json_object_get(sample, field))))
+                goto out;
+        /* Setting an existing key keeps its place, so text is the sample's own dump with the
+         * marked value; a second occurrence would make the split ambiguous. */
+        qlen = strlen(quoted);
+        vlen = strlen(value);
+        at = strstr(text, quoted);
+        if (!at || strstr(at + 1, quoted) || vlen < 2)
+                goto out;
+        p->head_len = (size_t) (at - text) + 1; /* through the opening quote */
+        p->tail_len = strlen(at + qlen - 1);    /* from the closing quote */
+        p->value_len = vlen - 2;                /* without the quotes */
+        if (!(p->head = strndup(text, p->head_len)) || !(p->tail = strdup(at + qlen - 1)) ||
+            !(p->value = strndup(value + 1, p->value_len)))
+                goto out;
+        rc = 0;
+out:
+        free(text);
+        free(quoted);
+        free(value);
+        json_decref(mark);
+        json_decref(copy);
+        return rc;
+}
+
+int drive_prepare_payloads(drive_t *d) {
+        size_t n = json_array_size(d->payloads);
+
+        if (!(d->prepared = calloc(n ? n : 1, sizeof(*d->prepared))))
+                return -1;
+        for (size_t i = 0; i < n; i++)
+                if (prepare_one(d, json_array_get(d->payloads, i), &d->prepared[i]) < 0)
+                        return -1;
+        return 0;
+}
+
+void drive_free_payloads(drive_t *d) {
+        size_t n = d->prepared ? json_array_size(d->payloads) : 0;
+
+        for (size_t i = 0; i < n; i++) {
+                free(d->prepared[i].head);
+                free(d->prepared[i].tail);
+                free(d->prepared[i].value);
+        }
+        free(d->prepared);
+        d->prepared = NULL;
+}
+
 /* The payload of task idx (caller frees), and its case key into case_key. The sample is
  * cycled; its --unique-field (claim_id) is suffixed with the run and index, because the
  * simagent counts a second application to the same business entity under another key as a
  * duplicate side effect — reused claim ids would be reported as duplicates that are not. */
 static char *task_payload(const drive_t *d, int64_t idx, char *case_key, size_t case_key_size) {
-        json_t *sample = json_array_get(d->payloads,
-                                        (size_t) (idx % (int64_t) json_array_size(d->payloads)));
-        json_t *copy = NULL;
-        const char *field = d->o.unique_field;
-        char *text = NULL;
+        const drive_payload_t *p =
+                &d->prepared[(size_t) (idx % (int64_t) json_array_size(d->payloads))];
+        char suffix[64];
+        size_t slen, len;
+        char *text;
 
         task_key(d, idx, case_key, case_key_size);
-        if (field && *field && json_is_object(sample) &&
-            json_is_string(json_object_get(sample, field))) {
-                char unique[512];
-                copy = json_copy(sample); /* shallow: only the top level changes */
-                if (!copy)
-                        return NULL;
-                snprintf(unique, sizeof(unique), "%s-%s-%lld",
-                         json_string_value(json_object_get(sample, field)), d->run_tag,
-                         (long long) idx);
-                json_object_set_new(copy, field, json_string(unique));
-                snprintf(case_key, case_key_size, "%s", unique);
-                sample = copy;
-        }
-        text = json_dumps(sample, JSON_COMPACT | JSON_ENCODE_ANY);
-        json_decref(copy);
+        if (!p->tail)
+                return strdup(p->head);
+        slen = (size_t) snprintf(suffix, sizeof(suffix), "-%s-%lld", d->run_tag, (long long) idx);
+        len = p->head_len + p->value_len + slen + p->tail_len;
+        if (!(text = malloc(len + 1)))
+                return NULL;
+        memcpy(text, p->head, p->head_len);
+        memcpy(text + p->head_len, p->value, p->value_len);
+        memcpy(text + p->head_len + p->value_len, suffix, slen);
+        memcpy(text + p->head_len + p->value_len + slen, p->tail, p->tail_len + 1);
+        snprintf(case_key, case_key_size, "%s%s", p->raw, suffix);
         return text;
 }
 

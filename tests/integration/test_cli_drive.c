@@ -51,6 +51,8 @@ typedef struct fake_s {
         bool faults; /* drop #7, execute #8 twice, re-emit #9 */
         bool assigned;
         int api_seen, kafka_seen, bad_auth, bad_sig, idem_mismatch, bad_body;
+        int bad_payload; /* a payload or case key other than check_payload() expects */
+        char payloads_path[128];
         int64_t sim_duplicates; /* what GET /stats answers */
         pid_t child;
         int child_status;
@@ -161,6 +163,46 @@ static bool auth_cb(af_http_req_t *req, const char *bearer, void *opaque) {
         return false;
 }
 
+/* The sample payloads the driver cycles (PAYLOADS_JSONL): the first has a claim_id to be made
+ * unique per task (with characters JSON escapes), the second has none. */
+#define SAMPLE_CLAIM "C-\\\"q\\\"\\\\\\u00e9" /* JSON text of: C-"q"\é */
+#define PAYLOADS_JSONL                                                                             \
+        "{\"amount\":12.5,\"claim_id\":\"" SAMPLE_CLAIM "\",\"tags\":[\"a\"]}\n"                   \
+        "{\"x\":[1,2]}\n"
+
+/* Task idx (from its idempotency key "drv-<tag>-<idx>") must carry sample idx % 2, with the
+ * claim id "<claim>-<tag>-<idx>" as its case key, or the sample as it is. */
+static void check_payload(fake_t *f, const Agentfleet__V1__TaskRequest *tr) {
+        const char *key = tr->idempotency_key, *dash = strrchr(key, '-');
+        json_t *p = json_loads(tr->payload, 0, NULL), *sample = NULL;
+        char want_claim[128];
+        long long idx;
+
+        if (strncmp(key, "drv-", 4) || !dash || !p) {
+                f->bad_payload++;
+                json_decref(p);
+                return;
+        }
+        idx = strtoll(dash + 1, NULL, 10);
+        if (idx % 2 == 0) {
+                json_t *orig = json_loads("\"" SAMPLE_CLAIM "\"", JSON_DECODE_ANY, NULL);
+                snprintf(want_claim, sizeof(want_claim), "%s%s", json_string_value(orig), key + 3);
+                json_decref(orig);
+                sample = json_pack("{s:f, s:s, s:[s]}", "amount", 12.5, "claim_id", want_claim,
+                                   "tags", "a");
+                if (strcmp(tr->case_key, want_claim))
+                        f->bad_payload++;
+        } else {
+                sample = json_pack("{s:[i,i]}", "x", 1, 2);
+                if (strcmp(tr->case_key, key))
+                        f->bad_payload++;
+        }
+        if (!json_equal(p, sample))
+                f->bad_payload++;
+        json_decref(sample);
+        json_decref(p);
+}
+
 static void submit_handler(af_http_req_t *req, void *opaque) {
         fake_t *f = opaque;
         size_t len = 0;
@@ -178,6 +220,7 @@ static void submit_handler(af_http_req_t *req, void *opaque) {
         if (!idem_hdr || strcmp(idem_hdr, tr->idempotency_key) || strcmp(tr->type, "noop"))
                 f->idem_mismatch++;
         f->api_seen++;
+        check_payload(f, tr);
         af_ulid_new(id);
         run_task(f, id, tr->idempotency_key);
         af_http_reply_json(req, 201, json_pack("{s:s, s:s}", "id", id, "status", "queued"));
@@ -208,6 +251,7 @@ static void request_cb(af_consumer_t *c, const af_kafka_msg_t *msg, void *opaque
             !af_wire_taskrequest_verify(tr, KEY_SECRET, strlen(KEY_SECRET)))
                 f->bad_sig++;
         f->kafka_seen++;
+        check_payload(f, tr);
         af_ulid_new(id);
         run_task(f, id, tr->idempotency_key);
         af_wire_taskrequest_free(tr);
@@ -317,6 +361,8 @@ static int teardown(void **state) {
         admin_topics(f, 0);
         if (f->out_path[0])
                 unlink(f->out_path);
+        if (f->payloads_path[0])
+                unlink(f->payloads_path);
         free(f);
         return 0;
 }
@@ -336,6 +382,12 @@ static int run_drive(fake_t *f, const char *timeout, json_t **summaryp) {
         snprintf(api, sizeof(api), "http://127.0.0.1:%d", af_http_server_port(f->srv));
         snprintf(sim, sizeof(sim), "http://127.0.0.1:%d/", af_http_server_port(f->srv));
         snprintf(prefix_set, sizeof(prefix_set), "topic.prefix=%s", f->prefix);
+        snprintf(f->payloads_path, sizeof(f->payloads_path), "/tmp/test_cli_drive.%d.jsonl",
+                 (int) getpid());
+        out = fopen(f->payloads_path, "w");
+        assert_non_null(out);
+        fputs(PAYLOADS_JSONL, out);
+        fclose(out);
         snprintf(boot_set, sizeof(boot_set), "kafka.bootstrap.servers=%s", bootstrap);
         snprintf(tasks, sizeof(tasks), "%d", TASKS);
         snprintf(f->out_path, sizeof(f->out_path), "/tmp/test_cli_drive.%d.out", (int) getpid());
@@ -351,7 +403,7 @@ static int run_drive(fake_t *f, const char *timeout, json_t **summaryp) {
                 execl(bin, bin, "drive", "--tasks", tasks, "--type", "noop", "--api-share", "0.5",
                       "--concurrency", "16", "--timeout", timeout, "--key-id", KEY_ID, "--simagent",
                       sim, "--api-url", api, "--token", TOKEN, "--set", prefix_set, "--set",
-                      boot_set, "--json", (char *) NULL);
+                      boot_set, "--payloads", f->payloads_path, "--json", (char *) NULL);
                 _exit(127);
         }
         af_timer_start(f->child_timer, 50, true);
@@ -392,6 +444,7 @@ static void test_clean_run_counts_every_task_once(void **state) {
         assert_int_equal(f->bad_auth, 0);
         assert_int_equal(f->bad_sig, 0);
         assert_int_equal(f->bad_body, 0);
+        assert_int_equal(f->bad_payload, 0);
         assert_int_equal(f->idem_mismatch, 0);
         assert_int_equal(f->api_seen, TASKS / 2);
         assert_int_equal(f->kafka_seen, TASKS / 2);
