@@ -197,6 +197,13 @@ static void new_lease(af_lease_t *l, const char *task_id, const char *owner, int
         l->ttl_ms = ttl_ms;
 }
 
+/* A fresh task id and two workers' leases on it, a and b (30 s each). */
+static void new_pair(char id[AF_ULID_LEN + 1], af_lease_t *a, af_lease_t *b) {
+        af_ulid_new(id);
+        new_lease(a, id, "worker-a", 30000);
+        new_lease(b, id, "worker-b", 30000);
+}
+
 /* ---- tests ------------------------------------------------------------------------------ */
 
 static void test_acquire_held_renew_finish_done(void **state) {
@@ -276,10 +283,8 @@ static void test_lost_after_expiry_and_fence_grows(void **state) {
 
 static void test_cancel_reaches_holder_and_next_acquirer(void **state) {
         char id[AF_ULID_LEN + 1];
-        af_ulid_new(id);
         af_lease_t a, b;
-        new_lease(&a, id, "worker-a", 30000);
-        new_lease(&b, id, "worker-b", 30000);
+        new_pair(id, &a, &b);
 
         assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
         assert_int_equal(cancel(id), AF_LEASE_OK);
@@ -303,10 +308,8 @@ static void test_cancel_reaches_holder_and_next_acquirer(void **state) {
  * held. */
 static void test_acquire_precedence_done_cancel_held(void **state) {
         char id[AF_ULID_LEN + 1];
-        af_ulid_new(id);
         af_lease_t a, b;
-        new_lease(&a, id, "worker-a", 30000);
-        new_lease(&b, id, "worker-b", 30000);
+        new_pair(id, &a, &b);
 
         assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
         assert_int_equal(acquire(&b), AF_LEASE_HELD);
@@ -331,10 +334,8 @@ static void test_acquire_precedence_done_cancel_held(void **state) {
  * full ttl again. */
 static void test_fence_moves_only_on_acquire_and_carries_on(void **state) {
         char id[AF_ULID_LEN + 1];
-        af_ulid_new(id);
         af_lease_t a, b;
-        new_lease(&a, id, "worker-a", 30000);
-        new_lease(&b, id, "worker-b", 30000);
+        new_pair(id, &a, &b);
 
         set_key(id, "fence", "41", 60000); /* a short ttl, to see the acquire renew it */
         assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
