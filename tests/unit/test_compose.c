@@ -3,7 +3,8 @@
  * names every service the fleet needs, workers can scale (no fixed name or host port), the
  * Kafka image is the version the scripts pin (scripts/kafka/pom.xml), our services run
  * binaries this build produces, and every AGENTFLEET_* variable in compose.env is a setting
- * the binaries accept (same table, same parser as the scripts' environment overrides).
+ * the binaries accept (same table, same parser as the scripts' environment overrides), and
+ * the Dockerfile installs every library package the scripts build with.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -131,12 +132,49 @@ static void test_compose_env_are_real_settings(void **state) {
                 free(envp[i]);
 }
 
+/* Every lib*-dev package of scripts/lib.sh's AF_DEBIAN_PACKAGES (what the build links) is in
+ * the Dockerfile too, so the image builds whatever the scripts build with; the sanitizer
+ * runtime (libclang-rt-*) is for the test builds only. */
+static void test_dockerfile_has_the_build_packages(void **state) {
+        char *lib = NULL, *docker = NULL, errstr[512];
+        size_t len;
+        int seen = 0;
+
+        assert_int_equal(af_yaml_read_file(src_path("scripts/lib.sh"), 1 << 20, &lib, &len, errstr,
+                                           sizeof(errstr)),
+                         AF_OK);
+        assert_int_equal(af_yaml_read_file(src_path("Dockerfile"), 1 << 20, &docker, &len, errstr,
+                                           sizeof(errstr)),
+                         AF_OK);
+        char *list = strstr(lib, "AF_DEBIAN_PACKAGES=(");
+        assert_non_null(list);
+        char *end = strchr(list, ')');
+        assert_non_null(end);
+        *end = '\0';
+        for (char *tok = strtok(list + strlen("AF_DEBIAN_PACKAGES=("), " \t\n"); tok;
+             tok = strtok(NULL, " \t\n")) {
+                size_t n = strlen(tok);
+                if (strncmp(tok, "lib", 3) || n < 5 || strcmp(tok + n - 4, "-dev") ||
+                    !strncmp(tok, "libclang-rt-", 12))
+                        continue;
+                seen++;
+                char word[128];
+                snprintf(word, sizeof(word), " %s ", tok);
+                if (!strstr(docker, word))
+                        fail_msg("Dockerfile does not install %s (scripts/lib.sh does)", tok);
+        }
+        assert_true(seen >= 8);
+        free(lib);
+        free(docker);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_compose_names_every_service),
                 cmocka_unit_test(test_compose_kafka_version_matches_scripts),
                 cmocka_unit_test(test_compose_commands_are_built_binaries),
                 cmocka_unit_test(test_compose_env_are_real_settings),
+                cmocka_unit_test(test_dockerfile_has_the_build_packages),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
