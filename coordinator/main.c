@@ -210,7 +210,8 @@ static int setup(af_coord_t *co, char *errstr, size_t errstr_size) {
  * answer HTTP requests (the server is still there) and intake requests (the intake too, which
  * then drops those that would retry). Only then go the server, the consumers and the rest. */
 static void teardown(af_coord_t *co) {
-        af_api_shutdown(co); /* the /readyz probe thread uses the producer's handle */
+        af_api_shutdown(co);              /* the /readyz probe thread uses the producer's handle */
+        af_http_server_closing(co->http); /* the answers below are written before it goes */
         if (co->producer)
                 af_producer_flush(co->producer, 5000);
         co->closing = true;

@@ -80,6 +80,7 @@ struct af_http_server_s {
         size_t route_cnt;
         af_http_auth_cb_t *auth_cb;
         void *auth_opaque;
+        bool closing;    /* af_http_server_closing(): answers are written at once */
         char date[64];   /* Date header value (RFC 1123, as evhttp writes it) for date_sec */
         time_t date_sec; /* unix s that date shows; 0 before the first answer */
 };
@@ -229,8 +230,19 @@ static void req_send(af_http_req_t *req, int status) {
                 evhttp_connection_set_closecb(evcon, NULL, NULL);
         req_add_framing(req, status);
         evhttp_send_reply(evreq, status, NULL /*standard phrase*/, NULL /*body sent as is*/);
+        if (req->srv->closing && evcon) {
+                /* No loop turn will come to write it: hand the socket what it takes now. */
+                struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+                if (bev)
+                        evbuffer_write(bufferevent_get_output(bev), bufferevent_getfd(bev));
+        }
 out:
         req_free(req);
+}
+
+void af_http_server_closing(af_http_server_t *srv) {
+        if (srv)
+                srv->closing = true;
 }
 
 /* ---- routing ------------------------------------------------------------------------------- */

@@ -36,6 +36,10 @@ typedef struct af_http_server_opts_s {
 af_http_server_t *af_http_server_new(af_loop_t *loop, const af_http_server_opts_t *opts,
                                      char *errstr, size_t errstr_size);
 void af_http_server_destroy(af_http_server_t *srv); /* NULL is fine */
+/* The process is tearing down and its loop will not run again: from now on an answer is
+ * written to its socket at once (as much as the socket takes), not on a later loop turn, so
+ * that answers given during teardown reach their clients before the server is destroyed. */
+void af_http_server_closing(af_http_server_t *srv); /* NULL is fine */
 int af_http_server_port(const af_http_server_t *srv);
 void af_http_server_set_auth(af_http_server_t *srv, af_http_auth_cb_t *cb, void *opaque);
 /* Route method + pattern; {name} captures one path segment up to '/' or ':'.
