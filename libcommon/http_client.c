@@ -79,7 +79,7 @@ struct af_http_client_s {
         struct event *timer_ev;  /* curl's one timer */
         bool timer_zero;         /* timer_ev is pending with a zero delay */
         struct event *cancel_ev; /* zero-delay: report cancelled transfers */
-        af_http_sock_t **socks;  /* by fd number; NULL entries for numbers never seen */
+        af_http_sock_t *socks;   /* by fd number, socks_cap of them (zeroed: never armed) */
         int socks_cap;
         af_http_client_opts_t opts;
         uint64_t next_id;
@@ -329,7 +329,9 @@ static void client_check_done(af_http_client_t *hc) {
 
 static void client_sock_event_cb(evutil_socket_t fd, short what, void *arg);
 
-/* The state of fd number s, created if asked. @returns NULL if absent (or on OOM). */
+/* The state of fd number s, the table grown to hold it if asked. @returns NULL if absent (or
+ * on OOM). Entries hold only a pointer to their event, so growing the table moves nothing
+ * libevent knows. */
 static af_http_sock_t *client_sock(af_http_client_t *hc, curl_socket_t s, bool create) {
         if (s < 0)
                 return NULL;
@@ -339,16 +341,14 @@ static af_http_sock_t *client_sock(af_http_client_t *hc, curl_socket_t s, bool c
                 int cap = hc->socks_cap ? hc->socks_cap : 64;
                 while (cap <= s)
                         cap *= 2;
-                af_http_sock_t **socks = realloc(hc->socks, (size_t) cap * sizeof(*socks));
+                af_http_sock_t *socks = realloc(hc->socks, (size_t) cap * sizeof(*socks));
                 if (!socks)
                         return NULL;
                 memset(socks + hc->socks_cap, 0, (size_t) (cap - hc->socks_cap) * sizeof(*socks));
                 hc->socks = socks;
                 hc->socks_cap = cap;
         }
-        if (!hc->socks[s] && create)
-                hc->socks[s] = calloc(1, sizeof(af_http_sock_t));
-        return hc->socks[s];
+        return &hc->socks[s];
 }
 
 /* Make libevent watch exactly kind (EV_READ | EV_WRITE, 0 = nothing) on fd s; nothing to do,
@@ -525,13 +525,9 @@ void af_http_client_destroy(af_http_client_t *hc) {
                 event_free(hc->timer_ev);
         while (hc->easy_pool_cnt > 0)
                 client_easy_cleanup(&hc->easy_pool[--hc->easy_pool_cnt]);
-        for (int fd = 0; fd < hc->socks_cap; fd++) {
-                if (!hc->socks[fd])
-                        continue;
-                if (hc->socks[fd]->ev)
-                        event_free(hc->socks[fd]->ev);
-                free(hc->socks[fd]);
-        }
+        for (int fd = 0; fd < hc->socks_cap; fd++)
+                if (hc->socks[fd].ev)
+                        event_free(hc->socks[fd].ev);
         free(hc->socks);
         free(hc);
 }
