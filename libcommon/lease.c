@@ -45,8 +45,16 @@
 /* KEYS: lease fence done cancel. ARGV: "<token>:" owner ttl_ms.
  * → fence (integer > 0, ACQUIRED) | {'DONE', result} | {'CANCELLED'} | {'HELD'}.
  * One EXISTS over done, cancel and lease answers the usual case (all absent: take it); only
- * when one exists are they told apart, in the same precedence (done, cancel, held). The
- * fence's ttl (AF_LEASE_FENCE_TTL_MS) is written here, not passed: one argument less. */
+ * when one exists are they told apart, in the same precedence (done, cancel, held).
+ *
+ * The fence is max(the last fence + 1, Redis's clock in microseconds): strictly above the
+ * last one while the fence key lives, and above every earlier fence of the task once it is
+ * gone (finished, expired, or Redis restarted empty), as long as Redis's clock does not step
+ * back. So the key need not outlive the task: finish deletes it, and a finished task leaves
+ * only its done record in Redis. (A bare INCR restarted at 1 after a Redis loss, under
+ * fences a stale holder could still present.) Numbers stay below 2^53, exact in Lua's
+ * doubles; '%.0f' writes them whole (Lua's own tostring would write 1.7e+15). The fence's
+ * ttl (AF_LEASE_FENCE_TTL_MS) is written here, not passed: one argument less. */
 static const char lua_acquire[] =
         "if redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[1]) ~= 0 then\n"
         "  local done = redis.call('GET', KEYS[3])\n"
@@ -54,9 +62,13 @@ static const char lua_acquire[] =
         "  if redis.call('EXISTS', KEYS[4]) == 1 then return {'CANCELLED'} end\n"
         "  return {'HELD'}\n"
         "end\n"
-        "local fence = redis.call('INCR', KEYS[2])\n"
-        "redis.call('PEXPIRE', KEYS[2], '604800000')\n"
-        "redis.call('SET', KEYS[1], ARGV[1] .. fence .. ':' .. ARGV[2], 'PX', ARGV[3])\n"
+        "local now = redis.call('TIME')\n"
+        "local fence = tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
+        "local last = tonumber(redis.call('GET', KEYS[2]))\n"
+        "if last and last >= fence then fence = last + 1 end\n"
+        "local f = string.format('%.0f', fence)\n"
+        "redis.call('SET', KEYS[2], f, 'PX', '604800000')\n"
+        "redis.call('SET', KEYS[1], ARGV[1] .. f .. ':' .. ARGV[2], 'PX', ARGV[3])\n"
         "return fence\n";
 _Static_assert(AF_LEASE_FENCE_TTL_MS == 604800000LL, "lua_acquire writes the fence ttl");
 
@@ -73,11 +85,12 @@ static const char lua_renew[] =
         "if redis.call('EXISTS', KEYS[2]) == 1 then return {'CANCELLED'} end\n"
         "return 1\n";
 
-/* KEYS: lease done. ARGV: "<token>:" result done_ttl_ms. → 1 (OK) | {'LOST'}. */
+/* KEYS: lease done fence. ARGV: "<token>:" result done_ttl_ms. → 1 (OK) | {'LOST'}.
+ * The fence key goes with the lease: the done record now stops every later owner. */
 static const char lua_finish[] =
         LUA_OURS
         "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])\n"
-        "redis.call('DEL', KEYS[1])\n"
+        "redis.call('DEL', KEYS[1], KEYS[3])\n"
         "return 1\n";
 
 /* KEYS: lease. ARGV: "<token>:". → 1 (OK) | {'LOST'}. */
@@ -368,15 +381,16 @@ void af_lease_finish(af_redis_t *r, af_lease_t *lease, const void *result, size_
                 op_refuse(r, o);
                 return;
         }
-        char k_lease[KEY_MAX], k_done[KEY_MAX], tok[34], ttl[AF_I64_STR_SIZE];
+        char k_lease[KEY_MAX], k_done[KEY_MAX], k_fence[KEY_MAX], tok[34], ttl[AF_I64_STR_SIZE];
         key_of(k_lease, lease->task_id, "lease");
         key_of(k_done, lease->task_id, "done");
+        key_of(k_fence, lease->task_id, "fence");
         token_arg(tok, lease->token);
         ms_str(ttl, done_ttl_ms > 0 ? done_ttl_ms : AF_LEASE_DONE_TTL_DEFAULT_MS);
-        const char *keys[2] = {k_lease, k_done};
+        const char *keys[3] = {k_lease, k_done, k_fence};
         const char *args[3] = {tok, result ? (const char *) result : "", ttl};
         size_t arglens[3] = {strlen(tok), result ? len : 0, strlen(ttl)};
-        af_redis_script_runv(r, af_redis_script_add(r, lua_finish), lease_reply, o, 2, keys, NULL,
+        af_redis_script_runv(r, af_redis_script_add(r, lua_finish), lease_reply, o, 3, keys, NULL,
                              3, args, arglens);
 }
 

@@ -4,14 +4,15 @@
  *
  * A worker takes the lease before it executes a task, renews it while the task runs, and
  * finishes it (storing the TaskResult as the task's "done" record) or releases it. Each
- * acquisition gets a random 128-bit token (proof of ownership) and a fencing number from
- * INCR af:{<task_id>}:fence, which only grows across owners; the fence travels to
- * integrations (X-Agentfleet-Fence) so a side effect from an old holder can be refused.
+ * acquisition gets a random 128-bit token (proof of ownership) and a fencing number,
+ * max(last fence + 1, Redis's clock in microseconds), which only grows across owners, even
+ * once the fence key is gone (see lua_acquire); the fence travels to integrations
+ * (X-Agentfleet-Fence) so a side effect from an old holder can be refused.
  *
  * Keys, all in the slot of the task (hash tag), so every script touches one slot:
  *   af:{<task_id>}:lease   "<token>:<fence>:<owner>", PX ttl
- *   af:{<task_id>}:fence   INCR counter
- *   af:{<task_id>}:done    the stored TaskResult bytes, PX done_ttl
+ *   af:{<task_id>}:fence   the last fence given, until the task is finished
+ *   af:{<task_id>}:done    the stored TaskResult bytes, PX done_ttl (all a finished task keeps)
  *   af:{<task_id>}:cancel  "1", PX ttl: cancellation requested
  *
  * Each operation is one Lua script run through af_redis_script_run(), so it is atomic.
@@ -80,8 +81,9 @@ void af_lease_request_cancel(af_redis_t *r, const char *task_id, int64_t ttl_ms,
 /* @returns a static name ("acquired", "held", ...) for logs and metrics. */
 const char *af_lease_status2str(af_lease_status_t st);
 
-/* The fencing counter lives this long after the last acquire (7 days): longer than any gap
- * between two attempts at one task, so the fence never restarts under a later owner. */
+/* An unfinished task's last fence is kept this long after its last acquire (7 days): longer
+ * than any gap between two attempts, so the next fence is the last + 1 even if Redis's clock
+ * stepped back. Finish deletes it (the done record then refuses every later owner). */
 #define AF_LEASE_FENCE_TTL_MS (7LL * 24 * 3600 * 1000)
 /* done_ttl_ms <= 0 in af_lease_finish() means this (24 h). */
 #define AF_LEASE_DONE_TTL_DEFAULT_MS (24LL * 3600 * 1000)

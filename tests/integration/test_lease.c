@@ -6,8 +6,9 @@
  * holder (renew) and the next acquirer, and of many racing acquirers exactly one wins; what an
  * acquire answers when several of done, cancel and a live lease exist at once (done, then
  * cancel, then held), that only acquisitions move the fence, which carries on from whatever
- * the fence key holds, and the keys' ttls. Each case uses fresh ULID task ids, so runs never
- * see each other's keys.
+ * the fence key holds and never falls back once that key is gone (Redis's clock seeds it),
+ * that a finished task keeps only its done record, and the keys' ttls. Each case uses fresh
+ * ULID task ids, so runs never see each other's keys.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -190,6 +191,39 @@ static void set_key(const char *task_id, const char *what, const char *value, in
         assert_int_equal(fx.calls, 1);
 }
 
+/* DEL (or EXISTS) af:{task_id}:what; the count in fx.reply_int. */
+static long long key_cmd(const char *cmd, const char *task_id, const char *what) {
+        char key[128];
+        snprintf(key, sizeof(key), "af:{%s}:%s", task_id, what);
+        fx.calls = 0;
+        af_redis_command(fx.r, cmd_cb, NULL, "%s %s", cmd, key);
+        run();
+        assert_int_equal(fx.calls, 1);
+        assert_int_equal(fx.reply_type, REDIS_REPLY_INTEGER);
+        return fx.reply_int;
+}
+
+static long long now_us_reply;
+
+static void time_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err, void *opaque) {
+        fx.calls++;
+        now_us_reply = -1;
+        if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2)
+                now_us_reply = strtoll(reply->element[0]->str, NULL, 10) * 1000000 +
+                               strtoll(reply->element[1]->str, NULL, 10);
+        af_loop_stop(fx.loop);
+}
+
+/* Redis's clock (TIME) in microseconds. */
+static long long redis_now_us(void) {
+        fx.calls = 0;
+        af_redis_command(fx.r, time_cb, NULL, "TIME");
+        run();
+        assert_int_equal(fx.calls, 1);
+        assert_true(now_us_reply > 0);
+        return now_us_reply;
+}
+
 static void new_lease(af_lease_t *l, const char *task_id, const char *owner, int64_t ttl_ms) {
         memset(l, 0, sizeof(*l));
         snprintf(l->task_id, sizeof(l->task_id), "%s", task_id);
@@ -329,19 +363,22 @@ static void test_acquire_precedence_done_cancel_held(void **state) {
 }
 
 /* Only an acquisition moves the fence (HELD, DONE, CANCELLED answers do not), it carries on
- * from the value the fence key holds (written by an earlier owner, or by an earlier version
- * of the script: same key, same INCR counter), and each acquisition gives the fence key its
- * full ttl again. */
+ * from the value the fence key holds when that is ahead of Redis's clock (strictly growing
+ * even if the clock stepped back), and each acquisition gives the fence key its full ttl
+ * again. Finishing deletes the fence key: the done record stops every later owner. */
 static void test_fence_moves_only_on_acquire_and_carries_on(void **state) {
-        char id[AF_ULID_LEN + 1];
+        char id[AF_ULID_LEN + 1], ahead[32];
         af_lease_t a, b;
         new_pair(id, &a, &b);
 
-        set_key(id, "fence", "41", 60000); /* a short ttl, to see the acquire renew it */
+        /* A last fence an hour ahead of the clock: the next ones count on from it. */
+        long long last = redis_now_us() + 3600LL * 1000000;
+        snprintf(ahead, sizeof(ahead), "%lld", last);
+        set_key(id, "fence", ahead, 60000); /* a short ttl, to see the acquire renew it */
         assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
-        assert_int_equal(a.fence, 42);
+        assert_int_equal(a.fence, last + 1);
         get_key(id, "fence");
-        assert_string_equal(fx.reply_str, "42");
+        assert_int_equal(strtoll(fx.reply_str, NULL, 10), last + 1); /* written whole */
         long long ttl = pttl_key(id, "fence");
         assert_true(ttl > AF_LEASE_FENCE_TTL_MS - 60000 && ttl <= AF_LEASE_FENCE_TTL_MS);
         ttl = pttl_key(id, "lease");
@@ -351,26 +388,61 @@ static void test_fence_moves_only_on_acquire_and_carries_on(void **state) {
                 assert_int_equal(acquire(&b), AF_LEASE_HELD);
         assert_int_equal(release(&a), AF_LEASE_OK);
         assert_int_equal(acquire(&b), AF_LEASE_ACQUIRED);
-        assert_int_equal(b.fence, 43); /* the HELD answers did not count */
+        assert_int_equal(b.fence, last + 2); /* the HELD answers did not count */
 
         /* Expired and taken over: still growing. */
         af_lease_t c;
         new_lease(&c, id, "worker-c", 100);
         assert_int_equal(release(&b), AF_LEASE_OK);
         assert_int_equal(acquire(&c), AF_LEASE_ACQUIRED);
-        assert_int_equal(c.fence, 44);
+        assert_int_equal(c.fence, last + 3);
         sleep_ms(300);
         assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
-        assert_int_equal(a.fence, 45);
+        assert_int_equal(a.fence, last + 4);
 
-        /* Finished: the done record has done_ttl_ms, and acquires answer DONE, fence untouched. */
+        /* Finished: the done record has done_ttl_ms, acquires answer DONE, and the task's
+         * only key left is the done record. */
         static const char result[] = "r";
         assert_int_equal(finish(&a, result, 1), AF_LEASE_OK);
         ttl = pttl_key(id, "done");
         assert_true(ttl > 0 && ttl <= 60000);
         assert_int_equal(acquire(&b), AF_LEASE_DONE);
-        get_key(id, "fence");
-        assert_string_equal(fx.reply_str, "45");
+        assert_int_equal(key_cmd("EXISTS", id, "fence"), 0);
+        assert_int_equal(key_cmd("EXISTS", id, "lease"), 0);
+}
+
+/* Without a fence key (a first acquire, a fence from before this scheme, or a Redis that came
+ * back empty) the fence is Redis's clock in microseconds, so it is still above every fence
+ * the task was given before: a stale holder's late call stays refusable. */
+static void test_fence_never_falls_back_when_its_key_is_lost(void **state) {
+        char id[AF_ULID_LEN + 1];
+        af_lease_t a, b;
+        new_pair(id, &a, &b);
+
+        long long before = redis_now_us();
+        assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
+        long long after = redis_now_us();
+        assert_true(a.fence >= before && a.fence <= after);
+
+        /* Redis loses the fence key (restart, eviction, flush) while a still holds its lease
+         * and a late call of its may yet arrive: the next owner's fence is higher anyway. */
+        assert_int_equal(release(&a), AF_LEASE_OK);
+        assert_int_equal(key_cmd("DEL", id, "fence"), 1);
+        assert_int_equal(acquire(&b), AF_LEASE_ACQUIRED);
+        assert_true(b.fence > a.fence);
+
+        /* A small counter from the former INCR scheme: the clock is above it. */
+        assert_int_equal(release(&b), AF_LEASE_OK);
+        set_key(id, "fence", "41", 0);
+        assert_int_equal(acquire(&a), AF_LEASE_ACQUIRED);
+        assert_true(a.fence > b.fence);
+
+        /* An unreadable fence value is no reason to refuse the task: the clock decides. */
+        assert_int_equal(release(&a), AF_LEASE_OK);
+        set_key(id, "fence", "garbage", 0);
+        assert_int_equal(acquire(&b), AF_LEASE_ACQUIRED);
+        assert_true(b.fence > a.fence);
+        assert_int_equal(release(&b), AF_LEASE_OK);
 }
 
 /* Many workers race for one task (a redelivery fan-out): exactly one wins. */
@@ -475,6 +547,7 @@ int main(void) {
                 cmocka_unit_test(test_cancel_reaches_holder_and_next_acquirer),
                 cmocka_unit_test(test_acquire_precedence_done_cancel_held),
                 cmocka_unit_test(test_fence_moves_only_on_acquire_and_carries_on),
+                cmocka_unit_test(test_fence_never_falls_back_when_its_key_is_lost),
                 cmocka_unit_test(test_racing_acquires_one_winner),
                 cmocka_unit_test(test_bad_task_id_refused_from_loop),
         };
