@@ -91,29 +91,28 @@ struct af_index_s {
 /* KEYS[1] task hash. ARGV: status, rank, attempt, tenant, type, pb.
  * Returns, when applied, the previous status ("" when new) as a bare string if the record
  * named its tenant and type (the usual case: the caller knows them), else
- * {previous status, tenant, type}; nil when the record lost. A record without tenant or type
- * (a writer that left them out) keeps the known ones; an empty pb (a cancel mark) keeps the
- * stored record. The entry lives ENTRY_TTL_MS after its last change. */
+ * {previous status, tenant, type}; when the record lost (superseded), {'=', status, tenant,
+ * type} of the stored entry, so the caller can write the sets again (a replay after a failed
+ * sets call finds its records superseded, and would otherwise never repair the listings). A
+ * record without tenant or type (a writer that left them out) keeps the known ones; an empty
+ * pb (a cancel mark) keeps the stored record. The entry lives ENTRY_TTL_MS after its last
+ * change. */
 static const char lua_apply[] =
-        "local cur = redis.call('HMGET', KEYS[1], 'rank', 'attempt', 'status')\n"
+        "local cur = redis.call('HMGET', KEYS[1], 'rank', 'attempt', 'status', 'tenant', 'type')\n"
         "local crank = tonumber(cur[1])\n"
         "if crank then\n"
         "  local nrank = tonumber(ARGV[2])\n"
         "  local natt = tonumber(ARGV[3])\n"
         "  local catt = tonumber(cur[2]) or 0\n"
-        "  if crank >= 10 then return false end\n"
-        "  if nrank < 10 then\n"
-        "    if natt < catt then return false end\n"
-        "    if natt == catt and nrank <= crank then return false end\n"
-        "  end\n"
+        "  if crank >= 10 or (nrank < 10 and (natt < catt or (natt == catt and nrank <= crank)))\n"
+        "  then return {'=', cur[3] or '', cur[4] or '', cur[5] or ''} end\n"
         "end\n"
         "local tenant = ARGV[4]\n"
         "local ttype = ARGV[5]\n"
         "local merged = tenant == '' or ttype == ''\n"
         "if merged then\n"
-        "  local known = redis.call('HMGET', KEYS[1], 'tenant', 'type')\n"
-        "  if tenant == '' then tenant = known[1] or '' end\n"
-        "  if ttype == '' then ttype = known[2] or '' end\n"
+        "  if tenant == '' then tenant = cur[4] or '' end\n"
+        "  if ttype == '' then ttype = cur[5] or '' end\n"
         "end\n"
         "if ARGV[6] ~= '' then\n"
         "  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'attempt', ARGV[3],\n"
@@ -231,36 +230,50 @@ static void sets_cb(af_redis_t *r, const redisReply *reply, const af_error_t *er
         apply_finish(ap, err && err->err ? err : NULL);
 }
 
+static bool all_strings(const redisReply *reply, size_t n) {
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (reply->element[i]->type != REDIS_REPLY_STRING)
+                        return false;
+        return true;
+}
+
 static void apply_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err, void *opaque) {
         apply_t *ap = opaque;
         af_index_t *ix = ap->ix;
-        const char *outcome = "applied";
-        /* The bare form only answers a record that named both (what lua_apply keeps then). */
-        bool bare =
-                !(err && err->err) && reply->type == REDIS_REPLY_STRING && *ap->tenant && *ap->type;
+        const char *outcome = "applied", *old = "";
 
         if (err && err->err) {
                 ix->replay_needed = true;
                 af_warn("index: task %s not updated: %s", ap->id, err->msg);
                 outcome = "error";
-        } else if (!bare && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
-                             reply->element[0]->type != REDIS_REPLY_STRING ||
-                             reply->element[1]->type != REDIS_REPLY_STRING ||
-                             reply->element[2]->type != REDIS_REPLY_STRING)) {
-                outcome = "superseded"; /* an older or repeated record: nothing changes */
+        } else if (reply->type == REDIS_REPLY_STRING && *ap->tenant && *ap->type) {
+                old = reply->str;           /* the bare form: only for a record that named both */
+        } else if (all_strings(reply, 3)) { /* merged with the known tenant and type */
+                old = reply->element[0]->str;
+                copy_str(ap->tenant, sizeof(ap->tenant), reply->element[1]->str);
+                copy_str(ap->type, sizeof(ap->type), reply->element[2]->str);
+        } else if (all_strings(reply, 4) && !strcmp(reply->element[0]->str, "=")) {
+                /* An older or repeated record: the entry stays, and its sets are written
+                 * again as the entry stands (ZADDs of members already there change nothing;
+                 * after a failed sets call, they repair it). */
+                outcome = "superseded";
+                copy_str(ap->status, sizeof(ap->status), reply->element[1]->str);
+                copy_str(ap->tenant, sizeof(ap->tenant), reply->element[2]->str);
+                copy_str(ap->type, sizeof(ap->type), reply->element[3]->str);
+        } else { /* not this binary's script: a replay would not help */
+                af_warn("index: task %s: unexpected reply to the update (type %d)", ap->id,
+                        reply->type);
+                outcome = "error";
         }
         const char *lv[] = {outcome, NULL};
         af_metric_add(ix->co->m.index_results, lv, 1);
-        if (strcmp(outcome, "applied")) {
+        if (!strcmp(outcome, "error") || !*ap->status || !*ap->tenant) {
                 apply_finish(ap, err && err->err ? err : NULL);
                 return;
         }
-        const char *old = bare ? reply->str : reply->element[0]->str;
         bool moved = *old && strcmp(old, ap->status);
-        if (!bare) { /* merged with the known ones */
-                copy_str(ap->tenant, sizeof(ap->tenant), reply->element[1]->str);
-                copy_str(ap->type, sizeof(ap->type), reply->element[2]->str);
-        }
         char k[6][512];
         set_key(k[0], sizeof(k[0]), ap->tenant, "all", NULL, NULL);
         set_key(k[1], sizeof(k[1]), ap->tenant, "y", ap->type, NULL);
@@ -586,8 +599,10 @@ typedef struct list_s {
         af_index_list_cb_t *cb;
         void *opaque;
         int limit;
-        size_t cnt; /* ids in the page */
-        size_t got; /* entries answered */
+        char status[32]; /* the status listed, or "" */
+        char type[128];  /* the type listed, or "" */
+        size_t cnt;      /* ids in the page */
+        size_t got;      /* entries answered */
         char **ids;
         json_t **entries;
         bool failed;
@@ -626,6 +641,25 @@ typedef struct list_item_s {
         size_t i;
 } list_item_t;
 
+/* Is the entry (HMGET ENTRY_FIELDS) at odds with the set l lists? Then the set is stale: a
+ * sets call failed after the task's status moved (an entry that is gone altogether is left
+ * out by entry_from_reply). The entry is left out of the page, not removed from the set:
+ * the hash and the set are in different slots, so no script can check and remove at once,
+ * and a ZREM sent now could land after an update that has just put the task back in that
+ * set. The task's next update, a replay (lua_apply answers superseded records with the
+ * entry, whose sets are written again) or the weekly trim puts the set right. */
+static bool list_item_stale(const list_t *l, const redisReply *reply) {
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != ENTRY_NFIELDS)
+                return false;
+        const redisReply *st = reply->element[0], *ty = reply->element[3];
+        if (st->type != REDIS_REPLY_STRING)
+                return false;
+        if (*l->status && (st->len != strlen(l->status) || memcmp(st->str, l->status, st->len)))
+                return true;
+        return *l->type && ty->type == REDIS_REPLY_STRING && ty->len &&
+               (ty->len != strlen(l->type) || memcmp(ty->str, l->type, ty->len));
+}
+
 static void list_item_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err,
                          void *opaque) {
         list_item_t *it = opaque;
@@ -633,7 +667,7 @@ static void list_item_cb(af_redis_t *r, const redisReply *reply, const af_error_
         if (err && err->err) {
                 l->failed = true;
                 l->err = *err;
-        } else {
+        } else if (!list_item_stale(l, reply)) {
                 l->entries[it->i] = entry_from_reply(reply);
         }
         free(it);
@@ -708,6 +742,8 @@ void af_index_list(af_index_t *ix, const af_index_query_t *q, af_index_list_cb_t
         l->cb = cb;
         l->opaque = opaque;
         l->limit = q->limit;
+        copy_str(l->status, sizeof(l->status), q->status ? q->status : "");
+        copy_str(l->type, sizeof(l->type), q->type ? q->type : "");
         if (q->status && q->type)
                 set_key(key, sizeof(key), q->tenant, "sy", q->status, q->type);
         else if (q->status)

@@ -448,6 +448,70 @@ static void test_index_rebuilt_when_redis_loses_it(void **state) {
         free(id);
 }
 
+/* Run one command on the test's Redis; its reply must not be an error. */
+static void redis_do(const char *fmt, const char *arg) {
+        redisContext *rc = redisConnect("127.0.0.1", H.redis_port);
+        assert_non_null(rc);
+        assert_int_equal(rc->err, 0);
+        redisReply *rep = redisCommand(rc, fmt, arg);
+        assert_non_null(rep);
+        assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
+        freeReplyObject(rep);
+        redisFree(rc);
+}
+
+/* Does the listing at path (tenant A) hold id? */
+static bool listing_has(const char *path, const char *id) {
+        bool found = false;
+        h_resp_t r = h_http("GET", path, H_TOKEN_A, NULL, NULL, 0);
+        assert_int_equal(r.status, 200);
+        json_t *tasks = json_object_get(r.json, "tasks");
+        for (size_t i = 0; i < json_array_size(tasks); i++)
+                if (!strcmp(h_str(json_array_get(tasks, i), "id"), id))
+                        found = true;
+        h_resp_free(&r);
+        return found;
+}
+
+/* A sets call that failed after a task's status moved leaves its id in the old status's sets
+ * and out of the new one's. A listing leaves such an entry out, and the task's next record,
+ * even a superseded one (a re-emitted result; every record of a replay that follows the
+ * failure), writes its sets again. */
+static void test_listing_repaired_after_a_failed_sets_call(void **state) {
+        if (skipped)
+                skip();
+        static const char queued[] = "/v1/tasks?status=queued&type=noop&limit=500";
+        static const char succeeded[] = "/v1/tasks?status=succeeded&type=noop&limit=500";
+        char *id = submit_noop(H_TOKEN_A, NULL);
+        produce_result(id, AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED, "{}");
+        char *st = h_wait_status(id, H_TOKEN_A, "succeeded", 20000);
+        assert_string_equal(st, "succeeded");
+        free(st);
+        assert_true(listing_has(succeeded, id));
+        assert_false(listing_has(queued, id));
+
+        /* What the failed sets call of the QUEUED → SUCCEEDED move would have left. */
+        redis_do("ZREM af:idx:{tenant-a}:s:succeeded %s", id);
+        redis_do("ZREM af:idx:{tenant-a}:sy:succeeded:noop %s", id);
+        redis_do("ZADD af:idx:{tenant-a}:s:queued 0 %s", id);
+        redis_do("ZADD af:idx:{tenant-a}:sy:queued:noop 0 %s", id);
+        assert_false(listing_has(queued, id)); /* its entry says succeeded */
+        assert_false(listing_has(succeeded, id));
+
+        /* The same result once more (as a worker re-emits a done task's): superseded, and it
+         * puts the task back in its status's sets. */
+        produce_result(id, AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED, "{}");
+        bool repaired = false;
+        for (int i = 0; i < 200 && !repaired; i++) {
+                repaired = listing_has(succeeded, id);
+                if (!repaired)
+                        h_sleep_ms(100);
+        }
+        assert_true(repaired);
+        assert_false(listing_has(queued, id));
+        free(id);
+}
+
 /* The value of agentfleet_coordinator_index_results_total{outcome="<outcome>"} (0 when absent). */
 static long index_results(const char *outcome) {
         char series[128];
@@ -547,6 +611,7 @@ int main(void) {
                 cmocka_unit_test(test_index_follows_results_final_wins),
                 cmocka_unit_test(test_cancel_before_start),
                 cmocka_unit_test(test_index_rebuilt_when_redis_loses_it),
+                cmocka_unit_test(test_listing_repaired_after_a_failed_sets_call),
                 cmocka_unit_test(test_own_queued_record_indexed_once),
                 cmocka_unit_test(test_health_metrics),
                 cmocka_unit_test(test_sigterm_drains),
