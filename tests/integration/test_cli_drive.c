@@ -8,7 +8,8 @@
  * duplicate counter grows by one, must report lost 1, duplicate_results 1,
  * reemitted_results 1, duplicate_side_effects 1, and exit 1.
  *
- * Each test makes its own topics (a fresh prefix) with the admin API and deletes them.
+ * Each test makes its own topics (a fresh prefix) with the admin API and deletes them (kept
+ * with FLEET_KEEP_WORK=1).
  * Needs AF_TEST_KAFKA (bootstrap) and AF_BINARY_DIR; prints SKIP without AF_TEST_KAFKA.
  */
 #include <setjmp.h>
@@ -25,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "support/support.h"
 #include "agentfleet/v1/result.pb-c.h"
 #include "http_server.h"
 #include "ids.h"
@@ -62,7 +64,8 @@ typedef struct fake_s {
 
 /* ---- topics -------------------------------------------------------------------------------- */
 
-static void admin_topics(const fake_t *f, int create) {
+/* Create f's two topics with three partitions each (teardown deletes them). */
+static void create_topics(const fake_t *f) {
         const char *names[2] = {f->requests, f->results};
         char errstr[512];
         rd_kafka_conf_t *kc = rd_kafka_conf_new();
@@ -76,29 +79,21 @@ static void admin_topics(const fake_t *f, int create) {
         assert_non_null(rk);
         q = rd_kafka_queue_new(rk);
         for (int i = 0; i < 2; i++) {
+                rd_kafka_NewTopic_t *nt =
+                        rd_kafka_NewTopic_new(names[i], 3, 1, errstr, sizeof(errstr));
+                size_t cnt = 0;
+                const rd_kafka_topic_result_t **res;
                 rd_kafka_event_t *ev;
-                if (create) {
-                        rd_kafka_NewTopic_t *nt =
-                                rd_kafka_NewTopic_new(names[i], 3, 1, errstr, sizeof(errstr));
-                        size_t cnt = 0;
-                        const rd_kafka_topic_result_t **res;
-                        assert_non_null(nt);
-                        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
-                        ev = rd_kafka_queue_poll(q, 30000);
-                        assert_non_null(ev);
-                        res = rd_kafka_CreateTopics_result_topics(
-                                rd_kafka_event_CreateTopics_result(ev), &cnt);
-                        assert_int_equal(cnt, 1);
-                        assert_int_equal(rd_kafka_topic_result_error(res[0]), 0);
-                        rd_kafka_NewTopic_destroy(nt);
-                } else {
-                        rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(names[i]);
-                        rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
-                        ev = rd_kafka_queue_poll(q, 30000);
-                        rd_kafka_DeleteTopic_destroy(dt);
-                }
-                if (ev)
-                        rd_kafka_event_destroy(ev);
+                assert_non_null(nt);
+                rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+                ev = rd_kafka_queue_poll(q, 30000);
+                assert_non_null(ev);
+                res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev),
+                                                          &cnt);
+                assert_int_equal(cnt, 1);
+                assert_int_equal(rd_kafka_topic_result_error(res[0]), 0);
+                rd_kafka_NewTopic_destroy(nt);
+                rd_kafka_event_destroy(ev);
         }
         rd_kafka_queue_destroy(q);
         rd_kafka_destroy(rk);
@@ -309,7 +304,7 @@ static int setup(void **state) {
         snprintf(f->prefix, sizeof(f->prefix), "clitest-%s.", ulid);
         snprintf(f->requests, sizeof(f->requests), "%srequests", f->prefix);
         snprintf(f->results, sizeof(f->results), "%sresults", f->prefix);
-        admin_topics(f, 1);
+        create_topics(f);
 
         f->loop = af_loop_new(errstr, sizeof(errstr));
         assert_non_null(f->loop);
@@ -346,6 +341,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
         fake_t *f = *state;
+        const char *topics[] = {f->requests, f->results};
 
         if (f->child > 0 && !f->child_done) {
                 kill(f->child, SIGKILL);
@@ -358,7 +354,7 @@ static int teardown(void **state) {
         af_producer_destroy(f->producer);
         af_config_destroy(f->conf);
         af_loop_destroy(f->loop);
-        admin_topics(f, 0);
+        af_test_teardown_topics(bootstrap, topics, 2);
         if (f->out_path[0])
                 unlink(f->out_path);
         if (f->payloads_path[0])

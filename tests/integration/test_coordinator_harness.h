@@ -1,8 +1,9 @@
 /*
  * Harness of the coordinator's integration tests: a unique topic prefix with its topics
- * created on the real broker, a generated config (settings + a small catalog), the real
- * agentfleet-coordinator binary started on a free port, a blocking HTTP client (curl easy),
- * and blocking Kafka helpers (produce and wait; scan a topic from the beginning for a record).
+ * created on the real broker (and removed by h_delete_topics() in the test's teardown), a
+ * generated config (settings + a small catalog), the real agentfleet-coordinator binary
+ * started on a free port, a blocking HTTP client (curl easy), and blocking Kafka helpers
+ * (produce and wait; scan a topic from the beginning for a record).
  *
  * Included by exactly one test file each (everything is static).
  */
@@ -47,6 +48,7 @@ typedef struct harness_s {
         char config_hash[65];
         pid_t pid;
         char base_url[64];
+        bool topics; /* h_create_topics() asked for them: h_delete_topics() removes them */
         /* Set before h_start() to add lines to the generated config, indented as in the file:
          * settings under `coordinator:`, entries under `task_types:` (NULL: none). */
         const char *extra_coordinator;
@@ -94,21 +96,26 @@ static rd_kafka_t *h_rk(rd_kafka_type_t type) {
         return rk;
 }
 
+/* The topics h_create_topics() makes under H.prefix, and h_delete_topics() removes. */
+static const char *const h_topic_suffixes[] = {"requests", "tasks.default", "tasks.claims",
+                                               "results",  "audit",         "dlq",
+                                               "events",   "approvals"};
+#define H_TOPIC_CNT (sizeof(h_topic_suffixes) / sizeof(h_topic_suffixes[0]))
+
 static bool h_create_topics(void) {
-        static const char *suffixes[] = {"requests", "tasks.default", "tasks.claims", "results",
-                                         "audit",    "dlq",           "events",       "approvals"};
-        const size_t n = sizeof(suffixes) / sizeof(suffixes[0]);
+        const size_t n = H_TOPIC_CNT;
         rd_kafka_t *rk = h_rk(RD_KAFKA_PRODUCER);
-        rd_kafka_NewTopic_t *nt[8];
+        rd_kafka_NewTopic_t *nt[H_TOPIC_CNT];
         rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
         char errstr[256], name[128];
         bool ok = true;
 
         for (size_t i = 0; i < n; i++) {
-                h_topic(name, sizeof(name), suffixes[i]);
+                h_topic(name, sizeof(name), h_topic_suffixes[i]);
                 nt[i] = rd_kafka_NewTopic_new(name, 3, 1, errstr, sizeof(errstr));
         }
         rd_kafka_CreateTopics(rk, nt, n, NULL, q);
+        H.topics = true; /* some may exist even when the answer says otherwise */
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
         if (!ev || rd_kafka_event_error(ev)) {
                 fprintf(stderr, "CreateTopics: %s\n",
@@ -135,6 +142,22 @@ static bool h_create_topics(void) {
         rd_kafka_queue_destroy(q);
         rd_kafka_destroy(rk);
         return ok;
+}
+
+/* For a test's teardown, once nothing it started uses them: remove the topics
+ * h_create_topics() made (kept with FLEET_KEEP_WORK=1; a failure is only a note). */
+static void h_delete_topics(void) {
+        char names[H_TOPIC_CNT][128];
+        const char *topics[H_TOPIC_CNT];
+
+        if (!H.topics)
+                return;
+        for (size_t i = 0; i < H_TOPIC_CNT; i++) {
+                h_topic(names[i], sizeof(names[i]), h_topic_suffixes[i]);
+                topics[i] = names[i];
+        }
+        af_test_teardown_topics(H.bootstrap, topics, H_TOPIC_CNT);
+        H.topics = false;
 }
 
 /* Produce one message and wait for its acknowledgement. @returns true when acknowledged. */

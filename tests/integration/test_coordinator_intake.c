@@ -29,6 +29,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
         if (!skipped && H.pid > 0)
                 h_stop();
+        h_delete_topics();
         return 0;
 }
 

@@ -326,7 +326,9 @@ static int teardown(void **state) {
                 waitpid(worker_pid, &st, WNOHANG);
         }
         /* The coordinator drains and exits 0, its teardown clean (sanitizer builds). */
-        return H.pid > 0 && h_stop() != 0 ? -1 : 0;
+        int rc = H.pid > 0 && h_stop() != 0 ? -1 : 0;
+        h_delete_topics();
+        return rc;
 }
 
 int main(void) {

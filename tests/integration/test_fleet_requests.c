@@ -244,6 +244,7 @@ static int teardown(void **state) {
         else if (F.passed == FLEET_N_TESTS)
                 for (int i = 0; i < 3; i++)
                         unlink(F.procs[i].log);
+        h_delete_topics(); /* every process that used them is gone */
         curl_global_cleanup();
         return sanitized ? -1 : 0;
 }

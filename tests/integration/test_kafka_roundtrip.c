@@ -10,7 +10,8 @@
  * against this broker (TRAPS.md).
  *
  * Each test makes its own topic with the admin API (auto-creation is off on our broker) and
- * deletes it afterwards. Needs AF_TEST_KAFKA (bootstrap); prints SKIP without it.
+ * deletes it afterwards (kept with FLEET_KEEP_WORK=1). Needs AF_TEST_KAFKA (bootstrap); prints
+ * SKIP without it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,8 +42,8 @@ typedef struct env_s {
         char topic[200];
 } env_t;
 
-/* One admin call on a throwaway client: create (create=1) or delete the topic. */
-static void admin_topic(const char *topic, int create) {
+/* Create the topic with PARTS partitions on a throwaway client. */
+static void create_topic(const char *topic) {
         char errstr[512];
         rd_kafka_conf_t *kc = rd_kafka_conf_new();
         assert_int_equal(
@@ -51,28 +52,18 @@ static void admin_topic(const char *topic, int create) {
         rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr));
         assert_non_null(rk);
         rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-        rd_kafka_event_t *ev;
-        if (create) {
-                rd_kafka_NewTopic_t *nt =
-                        rd_kafka_NewTopic_new(topic, PARTS, 1, errstr, sizeof(errstr));
-                assert_non_null(nt);
-                rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
-                ev = rd_kafka_queue_poll(q, 30000);
-                assert_non_null(ev);
-                size_t cnt = 0;
-                const rd_kafka_topic_result_t **res = rd_kafka_CreateTopics_result_topics(
-                        rd_kafka_event_CreateTopics_result(ev), &cnt);
-                assert_int_equal(cnt, 1);
-                assert_int_equal(rd_kafka_topic_result_error(res[0]), 0);
-                rd_kafka_NewTopic_destroy(nt);
-        } else {
-                rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(topic);
-                rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
-                ev = rd_kafka_queue_poll(q, 30000);
-                rd_kafka_DeleteTopic_destroy(dt);
-        }
-        if (ev)
-                rd_kafka_event_destroy(ev);
+        rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, PARTS, 1, errstr, sizeof(errstr));
+        assert_non_null(nt);
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+        assert_non_null(ev);
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **res =
+                rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+        assert_int_equal(cnt, 1);
+        assert_int_equal(rd_kafka_topic_result_error(res[0]), 0);
+        rd_kafka_NewTopic_destroy(nt);
+        rd_kafka_event_destroy(ev);
         rd_kafka_queue_destroy(q);
         rd_kafka_destroy(rk);
 }
@@ -105,14 +96,15 @@ static int setup(void **state) {
         char suffix[96];
         snprintf(suffix, sizeof(suffix), "test.kafka.%d.%d", (int) getpid(), ++seq);
         af_kafka_topic(env->conf, suffix, env->topic, sizeof(env->topic));
-        admin_topic(env->topic, 1);
+        create_topic(env->topic);
         *state = env;
         return 0;
 }
 
 static int teardown(void **state) {
         env_t *env = *state;
-        admin_topic(env->topic, 0);
+        const char *topics[] = {env->topic};
+        af_test_teardown_topics(bootstrap, topics, 1);
         af_config_destroy(env->conf);
         af_loop_destroy(env->loop);
         free(env);

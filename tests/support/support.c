@@ -13,6 +13,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "clock.h"
 #include "kafka.h"
 
 int af_test_free_port(void) {
@@ -77,36 +78,6 @@ bool af_test_loop_until(af_loop_t *loop, af_test_cond_t *cond, void *arg, int64_
         return cond ? cond(arg) : true;
 }
 
-void af_test_delete_topics(const af_config_t *conf, const char *bootstrap) {
-        static const char *const suffixes[] = {
-                "requests",  "tasks.default", "tasks.claims", "results",  "audit",    "dlq",
-                "approvals", "events",        "retry.5s",     "retry.1m", "retry.10m"};
-        enum { N = sizeof(suffixes) / sizeof(suffixes[0]) };
-        char errstr[512], names[N][256];
-        rd_kafka_DeleteTopic_t *dt[N];
-        rd_kafka_conf_t *kc = rd_kafka_conf_new();
-        rd_kafka_event_t *ev;
-        rd_kafka_queue_t *q;
-        rd_kafka_t *rk;
-
-        rd_kafka_conf_set(kc, "bootstrap.servers", bootstrap, errstr, sizeof(errstr));
-        if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr)))) {
-                rd_kafka_conf_destroy(kc);
-                return;
-        }
-        q = rd_kafka_queue_new(rk);
-        for (int i = 0; i < N; i++) {
-                af_kafka_topic(conf, suffixes[i], names[i], sizeof(names[i]));
-                dt[i] = rd_kafka_DeleteTopic_new(names[i]);
-        }
-        rd_kafka_DeleteTopics(rk, dt, N, NULL, q);
-        if ((ev = rd_kafka_queue_poll(q, 30000)))
-                rd_kafka_event_destroy(ev);
-        rd_kafka_DeleteTopic_destroy_array(dt, N);
-        rd_kafka_queue_destroy(q);
-        rd_kafka_destroy(rk);
-}
-
 /* One admin request of rk on q: @returns whether it answered without a request-level error. */
 static bool admin_answered(rd_kafka_queue_t *q) {
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
@@ -116,16 +87,30 @@ static bool admin_answered(rd_kafka_queue_t *q) {
         return ok;
 }
 
-/* Whether topic is listed (listed_only) or listed with its one partition led. */
-static bool topic_state(rd_kafka_t *rk, const char *topic, bool listed_only) {
+/* Whether topic is listed with its one partition led. */
+static bool topic_led(rd_kafka_t *rk, const char *topic) {
         const struct rd_kafka_metadata *md = NULL;
         bool hit = false;
         if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR)
                 return false;
         for (int t = 0; t < md->topic_cnt; t++)
                 if (!strcmp(md->topics[t].topic, topic) && !md->topics[t].err)
-                        hit = listed_only || (md->topics[t].partition_cnt == 1 &&
-                                              md->topics[t].partitions[0].leader >= 0);
+                        hit = md->topics[t].partition_cnt == 1 &&
+                              md->topics[t].partitions[0].leader >= 0;
+        rd_kafka_metadata_destroy(md);
+        return hit;
+}
+
+/* Whether the metadata lists any of topics[0..cnt); true also when it cannot be had, since
+ * then none is known to be gone. */
+static bool any_listed(rd_kafka_t *rk, const char *const topics[], size_t cnt) {
+        const struct rd_kafka_metadata *md = NULL;
+        bool hit = false;
+        if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                return true;
+        for (int t = 0; t < md->topic_cnt && !hit; t++)
+                for (size_t i = 0; i < cnt && !hit; i++)
+                        hit = !md->topics[t].err && !strcmp(md->topics[t].topic, topics[i]);
         rd_kafka_metadata_destroy(md);
         return hit;
 }
@@ -140,22 +125,104 @@ static rd_kafka_t *admin_client(const char *bootstrap) {
         return rk;
 }
 
-void af_test_delete_topic(const char *bootstrap, const char *topic) {
+/* Delete topics[0..cnt) in one request (absent ones are fine) and wait up to 30 s until the
+ * metadata lists none of them. @returns whether they are gone; if not, errstr says why. */
+static bool topics_delete(const char *bootstrap, const char *const topics[], size_t cnt,
+                          char *errstr, size_t errstr_size) {
         rd_kafka_t *rk = admin_client(bootstrap);
-        rd_kafka_queue_t *q;
-        rd_kafka_DeleteTopic_t *dt;
+        rd_kafka_DeleteTopic_t **dt = calloc(cnt ? cnt : 1, sizeof(*dt));
+        const rd_kafka_topic_result_t **res;
+        rd_kafka_queue_t *q = NULL;
+        rd_kafka_event_t *ev = NULL;
+        size_t n = 0;
+        bool gone = false;
 
-        if (!rk)
-                return;
+        snprintf(errstr, errstr_size, "no admin client for %s", bootstrap);
+        if (!rk || !dt)
+                goto out;
         q = rd_kafka_queue_new(rk);
-        dt = rd_kafka_DeleteTopic_new(topic);
-        rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
-        rd_kafka_DeleteTopic_destroy(dt);
-        admin_answered(q); /* absent is fine */
-        for (int i = 0; i < 150 && topic_state(rk, topic, true); i++)
+        for (size_t i = 0; i < cnt; i++)
+                dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
+        rd_kafka_DeleteTopics(rk, dt, cnt, NULL, q);
+        if (!(ev = rd_kafka_queue_poll(q, 30000)) || rd_kafka_event_error(ev)) {
+                snprintf(errstr, errstr_size, "DeleteTopics: %s",
+                         ev ? rd_kafka_event_error_string(ev) : "no answer within 30 s");
+                goto out;
+        }
+        res = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+        for (size_t i = 0; i < n; i++) {
+                rd_kafka_resp_err_t err = rd_kafka_topic_result_error(res[i]);
+                if (err && err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+                        snprintf(errstr, errstr_size, "%s: %s", rd_kafka_topic_result_name(res[i]),
+                                 rd_kafka_topic_result_error_string(res[i]));
+                        goto out;
+                }
+        }
+        /* The controller answers before every broker has forgotten the topics: wait, so that
+         * the next test (or a recreation under the same name) finds them gone. A deadline, not
+         * a count: each metadata request may itself take its 2 s when the broker is away. */
+        for (int64_t end = af_clock_mono_ms() + 30000; af_clock_mono_ms() < end;) {
+                if ((gone = !any_listed(rk, topics, cnt)))
+                        break;
                 usleep(200 * 1000);
-        rd_kafka_queue_destroy(q);
-        rd_kafka_destroy(rk);
+        }
+        if (!gone)
+                snprintf(errstr, errstr_size, "still listed after 30 s");
+out:
+        if (ev)
+                rd_kafka_event_destroy(ev);
+        if (dt && rk)
+                rd_kafka_DeleteTopic_destroy_array(dt, cnt);
+        free(dt);
+        if (q)
+                rd_kafka_queue_destroy(q);
+        if (rk)
+                rd_kafka_destroy(rk);
+        return gone;
+}
+
+/* topics[0..cnt) as one space-separated line into out (cut at out_size). */
+static void topics_join(const char *const topics[], size_t cnt, char *out, size_t out_size) {
+        size_t len = 0;
+        out[0] = '\0';
+        for (size_t i = 0; i < cnt && len < out_size; i++) {
+                int w = snprintf(out + len, out_size - len, "%s%s", i ? " " : "", topics[i]);
+                if (w < 0)
+                        break;
+                len += (size_t) w;
+        }
+}
+
+void af_test_teardown_topics(const char *bootstrap, const char *const topics[], size_t cnt) {
+        const char *keep = getenv("FLEET_KEEP_WORK");
+        char errstr[512], names[2048];
+
+        if (!cnt)
+                return;
+        topics_join(topics, cnt, names, sizeof(names));
+        /* Kept with the logs, like fleet.bash: what was on the topics is what one reads next. */
+        if (keep && !strcmp(keep, "1"))
+                fprintf(stderr, "topics kept (FLEET_KEEP_WORK=1): %s\n", names);
+        else if (!topics_delete(bootstrap, topics, cnt, errstr, sizeof(errstr)))
+                fprintf(stderr, "note: topics not deleted (%s): %s\n", errstr, names);
+}
+
+void af_test_delete_topics(const af_config_t *conf, const char *bootstrap) {
+        static const char *const suffixes[] = {
+                "requests",  "tasks.default", "tasks.claims", "results",  "audit",    "dlq",
+                "approvals", "events",        "retry.5s",     "retry.1m", "retry.10m"};
+        enum { N = sizeof(suffixes) / sizeof(suffixes[0]) };
+        char names[N][256];
+        const char *topics[N];
+
+        for (int i = 0; i < N; i++)
+                topics[i] = af_kafka_topic(conf, suffixes[i], names[i], sizeof(names[i]));
+        af_test_teardown_topics(bootstrap, topics, N);
+}
+
+void af_test_delete_topic(const char *bootstrap, const char *topic) {
+        char errstr[512];
+        topics_delete(bootstrap, &topic, 1, errstr, sizeof(errstr)); /* absent is fine */
 }
 
 bool af_test_create_topic(const char *bootstrap, const char *topic, int max_bytes) {
@@ -178,7 +245,7 @@ bool af_test_create_topic(const char *bootstrap, const char *topic, int max_byte
                 rd_kafka_NewTopic_destroy(nt);
                 if (admin_answered(q))
                         for (int i = 0; i < 150 && !ok; i++)
-                                if (!(ok = topic_state(rk, topic, false)))
+                                if (!(ok = topic_led(rk, topic)))
                                         usleep(200 * 1000);
         }
         rd_kafka_queue_destroy(q);

@@ -31,8 +31,15 @@ bool af_test_flag_set(void *arg);
  * just run it for timeout_ms. @returns cond(arg) at the end (true when cond is NULL). */
 bool af_test_loop_until(af_loop_t *loop, af_test_cond_t *cond, void *arg, int64_t timeout_ms);
 
-/* Delete every topic of conf's topic.prefix (the set scripts/services creates) on the broker at
- * bootstrap; waits up to 30 s for the answer. Best effort: for test teardown. */
+/* A test's teardown of the topics it created: delete topics[0..cnt) (full names, prefix
+ * included) on the broker at bootstrap and wait until the metadata no longer lists them, so
+ * repeated runs do not pile up topics on a long-lived broker. FLEET_KEEP_WORK=1 (the switch
+ * tests/integration/lib/fleet.bash honours for its logs and topics) keeps them instead, saying
+ * so in one line on stderr. Best effort: a failure is a note on stderr, never a test failure. */
+void af_test_teardown_topics(const char *bootstrap, const char *const topics[], size_t cnt);
+
+/* af_test_teardown_topics() of every topic of conf's topic.prefix (the set scripts/services
+ * creates) on the broker at bootstrap. */
 void af_test_delete_topics(const af_config_t *conf, const char *bootstrap);
 
 /* Start the program <AF_BINARY_DIR>/<name> with argv[1..] = args (NULL-terminated), its
@@ -41,7 +48,8 @@ pid_t af_test_spawn(const char *name, const char *log_path, const char *const ar
 /* @returns whether a line of the file at path contains needle (false when it cannot be read). */
 bool af_test_file_has(const char *path, const char *needle);
 
-/* Delete topic (absent is fine) and wait until the metadata no longer lists it. */
+/* Delete topic (absent is fine) and wait until the metadata no longer lists it; silent and
+ * regardless of FLEET_KEEP_WORK: for a test that recreates a topic, not for teardown. */
 void af_test_delete_topic(const char *bootstrap, const char *topic);
 /* Create topic with one partition and max.message.bytes max_bytes (0: the broker's default);
  * waits until the metadata shows it led. @returns whether it did within 30 s. */
