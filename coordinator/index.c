@@ -34,15 +34,13 @@
 #include "log.h"
 #include "wire_json.h"
 
-#define ENTRY_TTL_MS          "604800000" /* a task's index entry lives a week after its last change */
 #define RANK_FINAL            10
 #define RANK_CANCEL_REQUESTED 3
 #define PENDING_HOLD          4000 /* Redis updates in flight before the consumer is held */
 #define PENDING_RESUME        1000
 #define EPOCH_CHECK_MS        5000
-#define ENTRY_TTL_DAYS_MS     (7LL * 24 * 3600 * 1000) /* ENTRY_TTL_MS as a number */
-#define TRIM_FIRST_MS         (30LL * 1000)            /* first sweep of the index sets */
-#define TRIM_EVERY_MS         (3600LL * 1000)          /* and the next ones */
+#define TRIM_FIRST_MS         (30LL * 1000)   /* first sweep of the index sets */
+#define TRIM_EVERY_MS         (3600LL * 1000) /* and the next ones */
 #define OWN_BUCKETS           4096  /* hash buckets of the own-record table (a power of 2) */
 #define OWN_MAX               32768 /* records remembered at most; past that, applied twice */
 #define OWN_TTL_MS            10000 /* how long an applied record waits for its read-back */
@@ -65,6 +63,7 @@ typedef struct own_s {
 struct af_index_s {
         af_coord_t *co;
         af_consumer_t *consumer;
+        int64_t ttl_ms;   /* coordinator.index_ttl: an entry's life after its last change */
         int script_apply; /* on the task's hash */
         int script_sets;  /* on the tenant's sorted sets */
         int pending;      /* apply chains in flight */
@@ -84,9 +83,9 @@ struct af_index_s {
  * and the worker's final one at least), so they are written for Redis's cost like the lease
  * scripts (libcommon/lease.c): inside Redis each KEYS/ARGV entry and each Lua table replied
  * costs more than most of the work. The usual path takes no more redis.call's than it must,
- * the entry's ttl is written in the script (not passed), and the usual outcome is answered
- * as a bare string. Measured with callgrind on Redis 7.0, both records of a task through
- * both scripts: 274k instructions before, 243k after. */
+ * the entry's ttl is written into the script at start (not passed), and the usual outcome is
+ * answered as a bare string. Measured with callgrind on Redis 7.0, both records of a task
+ * through both scripts: 274k instructions before, 243k after. */
 
 /* KEYS[1] task hash. ARGV: status, rank, attempt, tenant, type, pb.
  * Returns, when applied, the previous status ("" when new) as a bare string if the record
@@ -95,9 +94,9 @@ struct af_index_s {
  * type} of the stored entry, so the caller can write the sets again (a replay after a failed
  * sets call finds its records superseded, and would otherwise never repair the listings). A
  * record without tenant or type (a writer that left them out) keeps the known ones; an empty
- * pb (a cancel mark) keeps the stored record. The entry lives ENTRY_TTL_MS after its last
- * change. */
-static const char lua_apply[] =
+ * pb (a cancel mark) keeps the stored record. The entry lives coordinator.index_ttl after
+ * its last change: af_index_new() writes it between the script's two halves. */
+static const char lua_apply_head[] =
         "local cur = redis.call('HMGET', KEYS[1], 'rank', 'attempt', 'status', 'tenant', 'type')\n"
         "local crank = tonumber(cur[1])\n"
         "if crank then\n"
@@ -121,9 +120,10 @@ static const char lua_apply[] =
         "  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'attempt', ARGV[3],\n"
         "             'tenant', tenant, 'type', ttype)\n"
         "end\n"
-        "redis.call('PEXPIRE', KEYS[1], '" ENTRY_TTL_MS "')\n"
-        "if merged then return {cur[3] or '', tenant, ttype} end\n"
-        "return cur[3] or ''\n";
+        "redis.call('PEXPIRE', KEYS[1], '";
+static const char lua_apply_tail[] = "')\n"
+                                     "if merged then return {cur[3] or '', tenant, ttype} end\n"
+                                     "return cur[3] or ''\n";
 
 /* KEYS: all, y:<type>, s:<new>, sy:<new>:<type>, and when the status moved s:<old>,
  * sy:<old>:<type> (six keys: the id leaves those). ARGV: id. */
@@ -893,11 +893,11 @@ static void epoch_tick(void *opaque) {
 }
 
 /* ---- retention ------------------------------------------------------------------------------
- * A task's hash expires a week after its last change, but the sorted sets would keep its id
- * forever. A SCAN pass over af:idx:{*} (soon after start, then hourly) drops from every set
- * the ids admitted more than a week ago: ULIDs sort by admission time, so that is one
- * ZREMRANGEBYLEX per set. A task still changing after a week stays readable by id; only the
- * listings forget it. */
+ * A task's hash expires coordinator.index_ttl (a week by default) after its last change, but
+ * the sorted sets would keep its id forever. A SCAN pass over af:idx:{*} (soon after start,
+ * then hourly) drops from every set the ids admitted longer ago than that: ULIDs sort by
+ * admission time, so that is one ZREMRANGEBYLEX per set. A task still changing after that
+ * stays readable by id; only the listings forget it. */
 
 static void trim_next(af_index_t *ix, const char *cursor);
 
@@ -923,7 +923,7 @@ static void trim_scan_cb(af_redis_t *r, const redisReply *reply, const af_error_
                 ix->trimming = false;
                 return;
         }
-        af_ulid_time_prefix(af_clock_wall_ms() - ENTRY_TTL_DAYS_MS, prefix);
+        af_ulid_time_prefix(af_clock_wall_ms() - ix->ttl_ms, prefix);
         snprintf(cut, sizeof(cut), "(%s", prefix);
         for (size_t i = 0; i < reply->element[1]->elements; i++) {
                 const redisReply *key = reply->element[1]->element[i];
@@ -967,6 +967,10 @@ af_index_t *af_index_new(af_coord_t *co, char *errstr, size_t errstr_size) {
                 return NULL;
         }
         ix->co = co;
+        ix->ttl_ms = af_config_int(co->conf, "coordinator.index_ttl");
+        char lua_apply[sizeof(lua_apply_head) + 24 + sizeof(lua_apply_tail)];
+        snprintf(lua_apply, sizeof(lua_apply), "%s%lld%s", lua_apply_head, (long long) ix->ttl_ms,
+                 lua_apply_tail);
         ix->script_apply = af_redis_script_add(co->redis, lua_apply);
         ix->script_sets = af_redis_script_add(co->redis, lua_sets);
         /* One group for the index of every coordinator; a new group starts at the earliest

@@ -661,6 +661,7 @@ const char *af_config_path(const af_config_t *conf) {
 af_err_t af_config_check_relations(const af_config_t *conf, char *errstr, size_t errstr_size) {
         int64_t done_ttl = af_config_int(conf, "worker.done_ttl");
         int64_t idem_ttl = af_config_int(conf, "coordinator.idempotency_ttl");
+        int64_t index_ttl = af_config_int(conf, "coordinator.index_ttl");
 
         if (done_ttl < idem_ttl)
                 return af_errstr(AF_ERR_CONFIG, errstr, errstr_size,
@@ -668,6 +669,12 @@ af_err_t af_config_check_relations(const af_config_t *conf, char *errstr, size_t
                                  "coordinator.idempotency_ttl (%lld ms): a task republished "
                                  "after a coordinator crash could otherwise run twice",
                                  (long long) done_ttl, (long long) idem_ttl);
+        if (index_ttl < idem_ttl)
+                return af_errstr(AF_ERR_CONFIG, errstr, errstr_size,
+                                 "coordinator.index_ttl (%lld ms) must be at least "
+                                 "coordinator.idempotency_ttl (%lld ms): a repeated submit "
+                                 "that finds no entry for its task publishes it again",
+                                 (long long) index_ttl, (long long) idem_ttl);
         return AF_OK;
 }
 

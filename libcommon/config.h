@@ -82,7 +82,9 @@ const char *af_config_path(const af_config_t *conf);
 /* The settings that only hold together: worker.done_ttl must be at least
  * coordinator.idempotency_ttl, because a coordinator that takes over an in-doubt admission
  * republishes its Task, and only a done record still in Redis keeps a worker from running that
- * task a second time. Checked by every process that reads either setting.
+ * task a second time; coordinator.index_ttl too, because a repeated submit reads its task's
+ * index entry, and one that finds none publishes the task again. Checked by every daemon, so
+ * a fleet sharing one file refuses it everywhere.
  * @returns AF_ERR_CONFIG with errstr naming both values. */
 af_err_t af_config_check_relations(const af_config_t *conf, char *errstr, size_t errstr_size);
 

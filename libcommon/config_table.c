@@ -74,6 +74,12 @@ const af_setting_t af_settings[] = {
         {"coordinator.idempotency_ttl", D, "24h", 1 * MIN, 30 * 24 * HOUR, CO, 0,
          "How long an Idempotency-Key (or a Kafka request's idempotency key) maps to its task: "
          "a retry within it gets the same task."},
+        {"coordinator.index_ttl", D, "7d", 1 * HOUR, 366 * 24 * HOUR, CO, 0,
+         "How long a task stays in the coordinator's index in Redis after its last change: "
+         "readable by GET /v1/tasks/{id}, listed, cancellable (the compacted results topic "
+         "stays the record beyond it). Redis holds about 1.3 KB per task for this long (its "
+         "last record and four listing entries). Must be at least "
+         "coordinator.idempotency_ttl: a repeated submit reads the task's entry."},
         {"coordinator.takeover_grace", D, "0", 0, 30 * 24 * HOUR, CO, 0,
          "How old an idempotency key's reservation must be before a repeat that finds its task "
          "unpublished (no record, or only QUEUED) publishes it again; 0 derives it from Kafka: "

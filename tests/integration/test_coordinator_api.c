@@ -22,7 +22,10 @@
 
 static bool skipped;
 
+#define INDEX_TTL_MS (3LL * 24 * 3600 * 1000)
+
 static int setup(void **state) {
+        H.extra_coordinator = "  index_ttl: 3d\n"; /* not the default (7d): see it applied */
         int rc = h_start("capi");
         skipped = rc == 1;
         return rc < 0 ? -1 : 0;
@@ -490,6 +493,16 @@ static void test_listing_repaired_after_a_failed_sets_call(void **state) {
         free(st);
         assert_true(listing_has(succeeded, id));
         assert_false(listing_has(queued, id));
+
+        /* The entry lives coordinator.index_ttl after its last change. */
+        redisContext *rc = redisConnect("127.0.0.1", H.redis_port);
+        assert_non_null(rc);
+        redisReply *rep = redisCommand(rc, "PTTL af:{%s}:status", id);
+        assert_non_null(rep);
+        assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+        assert_true(rep->integer > INDEX_TTL_MS - 600000 && rep->integer <= INDEX_TTL_MS);
+        freeReplyObject(rep);
+        redisFree(rc);
 
         /* What the failed sets call of the QUEUED → SUCCEEDED move would have left. */
         redis_do("ZREM af:idx:{tenant-a}:s:succeeded %s", id);

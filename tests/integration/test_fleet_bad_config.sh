@@ -258,4 +258,14 @@ for p in agentfleet-worker agentfleet-coordinator; do
         expect_refusal "worker.done_ttl (3600000 ms) must be at least coordinator.idempotency_ttl (7200000 ms)" "$p"
 done
 
+write_case index_ttl_relation 'coordinator:
+  idempotency_ttl: 48h
+  index_ttl: 1d
+worker:
+  done_ttl: 48h
+'
+for p in agentfleet-worker agentfleet-coordinator; do
+        expect_refusal "coordinator.index_ttl (86400000 ms) must be at least coordinator.idempotency_ttl (172800000 ms)" "$p"
+done
+
 echo "PASS: test_fleet_bad_config ($N_RUNS refusals checked)"
