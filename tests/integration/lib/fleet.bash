@@ -6,7 +6,8 @@
 # stops every process the test started (also on failure), and a failure prints the tails of
 # the daemons' logs, because the log of the process that misbehaved is what one reads first.
 # When the daemons are built with AF_SANITIZE=ON, a sanitizer report in any of their logs
-# fails the test too. FLEET_KEEP_WORK=1 keeps the scratch folder and its logs.
+# ($WORK/*.log and *.err: a test keeps other programs' stderr there to have it checked too)
+# fails the test. FLEET_KEEP_WORK=1 keeps the scratch folder and its logs.
 #
 # Needs AF_TEST_KAFKA, AF_TEST_REDIS_PORT and AF_BINARY_DIR; fleet_init prints SKIP and exits 0
 # only when AF_TEST_KAFKA (or AF_TEST_REDIS_PORT) is unset.
@@ -116,7 +117,7 @@ fleet_cleanup() {
         # Built with AF_SANITIZE=ON, a daemon reports memory errors, leaks and undefined
         # behaviour in its log (leaks only as it exits): any such report fails the test.
         local sanitized=0 f
-        for f in "$WORK"/*.log; do
+        for f in "$WORK"/*.log "$WORK"/*.err; do
                 [[ -f "$f" ]] || continue
                 if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$f"; then
                         echo "FAIL: sanitizer report in $(basename "$f"):" >&2
