@@ -54,7 +54,7 @@ typedef enum {
         CONN_DOWN,       /* no context; conn_timer = reconnect back-off */
         CONN_CONNECTING, /* connect(2) in progress; conn_timer = connect deadline */
         CONN_CONNECTED,  /* TCP up; conn_timer = zero-delay kick to the handshake */
-        CONN_HANDSHAKE,  /* [AUTH,] SCRIPT LOADs, PING sent: up on the PONG */
+        CONN_HANDSHAKE,  /* [AUTH,] SCRIPT LOADs, INFO, PING sent: up on the PONG */
         CONN_UP,         /* user commands flow */
 } conn_state_t;
 
@@ -628,6 +628,47 @@ static void ping_done(af_redis_t *r, const redisReply *reply, const af_error_t *
                                                   : "handshake refused");
 }
 
+long af_redis_info_version(const char *info, size_t len) {
+        static const char key[] = "redis_version:";
+        const char *end = info + len, *p = info;
+        long part[3] = {0, 0, 0};
+
+        /* the key at the start of a line */
+        while (p && (size_t) (end - p) >= sizeof(key) - 1 && memcmp(p, key, sizeof(key) - 1)) {
+                p = memchr(p, '\n', (size_t) (end - p));
+                p = p ? p + 1 : NULL;
+        }
+        if (!p || (size_t) (end - p) < sizeof(key) - 1)
+                return -1;
+        p += sizeof(key) - 1;
+        for (int i = 0; i < 3; i++) {
+                int digits = 0;
+                for (; p < end && *p >= '0' && *p <= '9' && digits < 6; p++, digits++)
+                        part[i] = part[i] * 10 + (*p - '0');
+                if (!digits || (i < 2 && (p == end || *p++ != '.')))
+                        return -1;
+        }
+        if (part[1] > 99 || part[2] > 99)
+                return -1;
+        return part[0] * 10000 + part[1] * 100 + part[2];
+}
+
+/* INFO server, pipelined before the PING: a server known to be too old is left at once. */
+static void info_done(af_redis_t *r, const redisReply *reply, const af_error_t *err, void *opaque) {
+        char why[160];
+        long v;
+
+        if (r->state != CONN_HANDSHAKE || err->err != AF_OK || !reply->str)
+                return; /* refused (a proxy without INFO) or gone: the PING decides */
+        if ((v = af_redis_info_version(reply->str, reply->len)) < 0 || v >= AF_REDIS_MIN_VERSION)
+                return;
+        snprintf(why, sizeof(why),
+                 "it is Redis %ld.%ld.%ld; agentfleet needs " AF_REDIS_MIN_VERSION_TEXT
+                 " or later (the lease script uses SET ... GET)",
+                 v / 10000, v / 100 % 100, v % 100);
+        force_close(r, why);
+}
+
 static void preload_done(af_redis_t *r, const redisReply *reply, const af_error_t *err,
                          void *opaque) {
         /* Not fatal: a script not loaded here is loaded by the EVAL after its NOSCRIPT. */
@@ -648,8 +689,9 @@ static bool send_internal(af_redis_t *r, af_redis_reply_cb_t *cb, int argc, cons
         return true;
 }
 
-/* TCP is up: AUTH first, then the scripts, then a PING, all pipelined in one round trip.
- * User commands wait for the PONG, so they never meet a NOAUTH or a frozen server. */
+/* TCP is up: AUTH first, then the scripts, INFO server (the version), then a PING, all
+ * pipelined in one round trip. User commands wait for the PONG, so they never meet a NOAUTH,
+ * a frozen server or one too old for the scripts. */
 static void conn_setup(af_redis_t *r) {
         r->state = CONN_HANDSHAKE;
         if (r->password) {
@@ -661,6 +703,8 @@ static void conn_setup(af_redis_t *r) {
                 size_t argvlen[3] = {6, 4, r->scripts[i].len};
                 send_internal(r, preload_done, 3, argv, argvlen);
         }
+        const char *info[2] = {"INFO", "server"};
+        send_internal(r, info_done, 2, info, NULL);
         const char *argv[1] = {"PING"};
         if (!send_internal(r, ping_done, 1, argv, NULL))
                 force_close(r, "cannot send the handshake");

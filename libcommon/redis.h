@@ -80,4 +80,16 @@ void af_redis_script_sha1(const char *lua, size_t len, char out[41]);
  * AF_ERR_UPSTREAM either way; this only sets its retriable flag. */
 bool af_redis_error_is_transient(const char *msg, size_t len);
 
+/* The oldest Redis the programs run on, as af_redis_info_version() counts: 6.2, for the
+ * lease script's SET ... GET. Each connection's handshake asks INFO server; a server known
+ * to be older is disconnected with a warning that says so (and retried with back-off, as a
+ * failover may bring another); one that does not tell its version is trusted. */
+#define AF_REDIS_MIN_VERSION      60200L
+#define AF_REDIS_MIN_VERSION_TEXT "6.2"
+
+/* From INFO's text, the redis_version line's major * 10000 + minor * 100 + patch (minor and
+ * patch must be below 100). @returns -1 when there is no such line or it does not read as
+ * N.N.N. */
+long af_redis_info_version(const char *info, size_t len);
+
 #endif
