@@ -659,22 +659,24 @@ const char *af_config_path(const af_config_t *conf) {
 }
 
 af_err_t af_config_check_relations(const af_config_t *conf, char *errstr, size_t errstr_size) {
-        int64_t done_ttl = af_config_int(conf, "worker.done_ttl");
-        int64_t idem_ttl = af_config_int(conf, "coordinator.idempotency_ttl");
-        int64_t index_ttl = af_config_int(conf, "coordinator.index_ttl");
-
-        if (done_ttl < idem_ttl)
-                return af_errstr(AF_ERR_CONFIG, errstr, errstr_size,
-                                 "worker.done_ttl (%lld ms) must be at least "
-                                 "coordinator.idempotency_ttl (%lld ms): a task republished "
-                                 "after a coordinator crash could otherwise run twice",
-                                 (long long) done_ttl, (long long) idem_ttl);
-        if (index_ttl < idem_ttl)
-                return af_errstr(AF_ERR_CONFIG, errstr, errstr_size,
-                                 "coordinator.index_ttl (%lld ms) must be at least "
-                                 "coordinator.idempotency_ttl (%lld ms): a repeated submit "
-                                 "that finds no entry for its task publishes it again",
-                                 (long long) index_ttl, (long long) idem_ttl);
+        /* Each: the first setting must be at least the second, because of why. */
+        static const struct {
+                const char *longer, *shorter, *why;
+        } at_least[] = {
+                {"worker.done_ttl", "coordinator.idempotency_ttl",
+                 "a task republished after a coordinator crash could otherwise run twice"},
+                {"coordinator.index_ttl", "coordinator.idempotency_ttl",
+                 "a repeated submit that finds no entry for its task publishes it again"},
+        };
+        for (size_t i = 0; i < sizeof(at_least) / sizeof(at_least[0]); i++) {
+                int64_t longer = af_config_int(conf, at_least[i].longer);
+                int64_t shorter = af_config_int(conf, at_least[i].shorter);
+                if (longer < shorter)
+                        return af_errstr(AF_ERR_CONFIG, errstr, errstr_size,
+                                         "%s (%lld ms) must be at least %s (%lld ms): %s",
+                                         at_least[i].longer, (long long) longer,
+                                         at_least[i].shorter, (long long) shorter, at_least[i].why);
+        }
         return AF_OK;
 }
 
