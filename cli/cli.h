@@ -115,6 +115,12 @@ void af_cli_url_escape(const char *s, char *out, size_t out_size);
 void af_cli_print_task(const json_t *task);
 /* Print a JSON value on one line, followed by a newline, to stdout. */
 void af_cli_print_json(const json_t *v);
+/* Print a table on out: the header, then nrows rows of ncols cells (cells[row * ncols +
+ * col]; NULL prints "-"), each column as wide as its widest cell so that columns line up
+ * whatever the data (case keys, tenants and types have no fixed length), two spaces apart,
+ * the last column unpadded. At most 16 columns. */
+void af_cli_print_table(FILE *out, size_t ncols, const char *const *header,
+                        const char *const *cells, size_t nrows);
 /* @returns a string field of obj, trying each name in turn (NULL-terminated list), or NULL. */
 const char *af_cli_json_str(const json_t *obj, const char *const *names);
 /* @returns the task's status (field "status", or inside "result"). */

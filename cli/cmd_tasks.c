@@ -132,19 +132,42 @@ static int64_t task_created_ms(const json_t *task) {
         return 0;
 }
 
-static void print_task_row(const json_t *task) {
+#define LIST_COLS 6
+
+/* One row of the list: the task's cells (pointing into task), its creation time into created. */
+static void task_row(const json_t *task, const char *cells[LIST_COLS], char created[32]) {
         static const char *const type_k[] = {"type", NULL};
         static const char *const tenant_k[] = {"tenant", NULL};
         static const char *const case_k[] = {"case_key", NULL};
-        char created[32];
-        const char *id = af_cli_task_id(task), *type = af_cli_json_str(task, type_k);
-        const char *tenant = af_cli_json_str(task, tenant_k);
-        const char *case_key = af_cli_json_str(task, case_k);
 
-        format_ms(task_created_ms(task), created, sizeof(created));
-        printf("%-26s  %-16s  %-16s  %-14s  %-16s  %s\n", id ? id : "-", type ? type : "-",
-               af_cli_status_name(af_cli_task_status(task)), tenant ? tenant : "-",
-               case_key ? case_key : "-", created);
+        format_ms(task_created_ms(task), created, 32);
+        cells[0] = af_cli_task_id(task);
+        cells[1] = af_cli_json_str(task, type_k);
+        cells[2] = af_cli_status_name(af_cli_task_status(task));
+        cells[3] = af_cli_json_str(task, tenant_k);
+        cells[4] = af_cli_json_str(task, case_k);
+        cells[5] = created;
+}
+
+/* @returns false when out of memory. */
+static bool print_task_table(const json_t *tasks) {
+        static const char *const header[LIST_COLS] = {"ID",     "TYPE",     "STATUS",
+                                                      "TENANT", "CASE_KEY", "CREATED (UTC)"};
+        size_t n = json_array_size(tasks);
+        const char **cells = calloc(n ? n * LIST_COLS : 1, sizeof(*cells));
+        char(*created)[32] = calloc(n ? n : 1, sizeof(*created));
+
+        if (!cells || !created) {
+                free(cells);
+                free(created);
+                return false;
+        }
+        for (size_t i = 0; i < n; i++)
+                task_row(json_array_get(tasks, i), cells + i * LIST_COLS, created[i]);
+        af_cli_print_table(stdout, LIST_COLS, header, cells, n);
+        free(cells);
+        free(created);
+        return true;
 }
 
 int af_cli_cmd_list(af_cli_t *cli, int argc, char **argv) {
@@ -247,10 +270,11 @@ int af_cli_cmd_list(af_cli_t *cli, int argc, char **argv) {
                 rc = AF_CLI_EXIT_SERVER;
                 goto out;
         }
-        printf("%-26s  %-16s  %-16s  %-14s  %-16s  %s\n", "ID", "TYPE", "STATUS", "TENANT",
-               "CASE_KEY", "CREATED (UTC)");
-        for (i = 0; i < json_array_size(tasks); i++)
-                print_task_row(json_array_get(tasks, i));
+        if (!print_task_table(tasks)) {
+                fprintf(stderr, "agentfleet list: out of memory\n");
+                rc = AF_CLI_EXIT_SERVER;
+                goto out;
+        }
         next = af_cli_json_str(answer, next_k);
         if (next && *next)
                 printf("next page: agentfleet list --cursor %s\n", next);

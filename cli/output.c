@@ -86,3 +86,32 @@ void af_cli_print_task(const json_t *task) {
         }
         fflush(stdout);
 }
+
+void af_cli_print_table(FILE *out, size_t ncols, const char *const *header,
+                        const char *const *cells, size_t nrows) {
+        size_t width[16] = {0};
+
+        if (ncols > sizeof(width) / sizeof(width[0]))
+                ncols = sizeof(width) / sizeof(width[0]);
+        for (size_t c = 0; c < ncols; c++) {
+                width[c] = strlen(header[c]);
+                for (size_t r = 0; r < nrows; r++) {
+                        const char *v = cells[r * ncols + c];
+                        size_t n = strlen(v ? v : "-");
+                        if (n > width[c])
+                                width[c] = n;
+                }
+        }
+        for (size_t r = 0; r <= nrows; r++) {
+                for (size_t c = 0; c < ncols; c++) {
+                        const char *v = r ? cells[(r - 1) * ncols + c] : header[c];
+                        if (!v)
+                                v = "-";
+                        if (c + 1 < ncols)
+                                fprintf(out, "%-*s  ", (int) width[c], v);
+                        else
+                                fprintf(out, "%s\n", v);
+                }
+        }
+        fflush(out);
+}

@@ -2,8 +2,8 @@
  * Unit tests of the agentfleet CLI's contract with scripts: status names, which statuses end
  * a task, the exit codes for HTTP answers and outcomes, percentiles and durations — and that
  * a TaskRequest the CLI signs for Kafka verifies with libcommon's wire_json, exactly as the
- * coordinator checks it. The CLI's pure files are compiled into this test directly (the CLI
- * is a program, not a library).
+ * coordinator checks it, and that its tables line up whatever the data. The CLI's pure files are
+ * compiled into this test directly (the CLI is a program, not a library).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,8 +14,38 @@
 
 #include <cmocka.h>
 
+#include "../../cli/output.c"
 #include "../../cli/request_json.c"
 #include "../../cli/status.c"
+
+/* The table as printed into memory. */
+static char *table_text(size_t ncols, const char *const *header, const char *const *cells,
+                        size_t nrows) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        assert_non_null(f);
+        af_cli_print_table(f, ncols, header, cells, nrows);
+        fclose(f);
+        return text;
+}
+
+static void test_table_columns_fit_their_widest_cell(void **state) {
+        static const char *const header[] = {"ID", "CASE_KEY", "CREATED"};
+        static const char *const cells[] = {
+                "01A", "CLM-2026-104302-AMWA7N1Z-13", "2026-11-25 10:36:30", "01B", NULL,
+                "-", /* a missing cell prints "-" */
+        };
+        char *text = table_text(3, header, cells, 2);
+        assert_string_equal(text, "ID   CASE_KEY                     CREATED\n"
+                                  "01A  CLM-2026-104302-AMWA7N1Z-13  2026-11-25 10:36:30\n"
+                                  "01B  -                            -\n");
+        free(text);
+        /* No rows: the header alone, its own widths. */
+        text = table_text(3, header, NULL, 0);
+        assert_string_equal(text, "ID  CASE_KEY  CREATED\n");
+        free(text);
+}
 
 static void test_status_names_round_trip(void **state) {
         for (int i = 1; i < AF_CLI_ST__CNT; i++)
@@ -205,6 +235,7 @@ static void test_traceparent_shape(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_table_columns_fit_their_widest_cell),
                 cmocka_unit_test(test_status_names_round_trip),
                 cmocka_unit_test(test_status_numbers_match_the_proto),
                 cmocka_unit_test(test_final_statuses),
