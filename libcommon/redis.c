@@ -628,6 +628,38 @@ static void ping_done(af_redis_t *r, const redisReply *reply, const af_error_t *
                                                   : "handshake refused");
 }
 
+#if HIREDIS_MAJOR >= 1
+void af_redis_reader_cap(redisReader *reader) {
+        if (reader)
+                reader->maxelements = AF_REDIS_MAX_ELEMENTS;
+}
+#else
+/* hiredis 0.14 has no limit of its own: its reply functions, with createArray wrapped. */
+static redisReplyObjectFunctions capped_fns;
+static void *(*hiredis_create_array)(const redisReadTask *, int);
+
+static void *capped_create_array(const redisReadTask *task, int elements) {
+        if (elements > AF_REDIS_MAX_ELEMENTS) {
+                af_warn("redis: a reply announces an array of %d elements, more than the %d "
+                        "accepted: dropping the connection",
+                        elements, AF_REDIS_MAX_ELEMENTS);
+                return NULL; /* the reader fails: "out of memory" */
+        }
+        return hiredis_create_array(task, elements);
+}
+
+void af_redis_reader_cap(redisReader *reader) {
+        if (!reader || !reader->fn || reader->fn->createArray == capped_create_array)
+                return;
+        if (!hiredis_create_array) { /* hiredis's own table, copied once */
+                capped_fns = *reader->fn;
+                hiredis_create_array = capped_fns.createArray;
+                capped_fns.createArray = capped_create_array;
+        }
+        reader->fn = &capped_fns;
+}
+#endif
+
 long af_redis_info_version(const char *info, size_t len) {
         static const char key[] = "redis_version:";
         const char *end = info + len, *p = info;
@@ -738,6 +770,7 @@ static void conn_start(af_redis_t *r) {
                 return;
         }
         rc->data = r;
+        af_redis_reader_cap(rc->c.reader);
         if (redisLibeventAttach(rc, af_loop_base(r->loop)) != REDIS_OK) {
                 af_error("redis %s:%d: cannot attach to the event loop", r->host, r->port);
                 redisAsyncFree(rc);

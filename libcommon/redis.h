@@ -87,6 +87,17 @@ bool af_redis_error_is_transient(const char *msg, size_t len);
 #define AF_REDIS_MIN_VERSION      60200L
 #define AF_REDIS_MIN_VERSION_TEXT "6.2"
 
+/* The most elements one array of a reply may announce. hiredis 0.14 allocates an array at
+ * the length its header announces, before any element arrives: a bare "*999999999" from a
+ * broken or hostile server would ask for 8 GB. A longer one fails the reader ("out of
+ * memory") and the connection is dropped and retried. The programs read at most a few
+ * hundred elements (SCAN COUNT 500, listings of up to 500). */
+#define AF_REDIS_MAX_ELEMENTS (1 << 20)
+
+/* Make reader refuse arrays longer than AF_REDIS_MAX_ELEMENTS (done for every connection;
+ * exposed for tests). */
+void af_redis_reader_cap(redisReader *reader);
+
 /* From INFO's text, the redis_version line's major * 10000 + minor * 100 + patch (minor and
  * patch must be below 100). @returns -1 when there is no such line or it does not read as
  * N.N.N. */

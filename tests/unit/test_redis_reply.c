@@ -84,6 +84,39 @@ static void test_info_version(void **state) {
         assert_int_equal(af_redis_info_version(info, 24), -1);
 }
 
+/* An array header asks hiredis 0.14 to allocate the array at once. Uncapped, the reader takes
+ * "*999999999" (8 GB, which Linux grants lazily) and waits for its elements; capped, it
+ * fails at the header. */
+static void test_reader_refuses_huge_arrays(void **state) {
+        static const char ok[] = "*2\r\n:1\r\n$1\r\nx\r\n";
+        char huge[32];
+        void *reply = NULL;
+        redisReader *rd = redisReaderCreate();
+        assert_non_null(rd);
+        af_redis_reader_cap(rd);
+        af_redis_reader_cap(rd); /* twice is harmless */
+        assert_int_equal(redisReaderFeed(rd, ok, sizeof(ok) - 1), REDIS_OK);
+        assert_int_equal(redisReaderGetReply(rd, &reply), REDIS_OK);
+        assert_non_null(reply);
+        assert_int_equal(((redisReply *) reply)->elements, 2);
+        freeReplyObject(reply);
+        reply = NULL;
+        snprintf(huge, sizeof(huge), "*%d\r\n", 999999999);
+        assert_int_equal(redisReaderFeed(rd, huge, strlen(huge)), REDIS_OK);
+        assert_int_equal(redisReaderGetReply(rd, &reply), REDIS_ERR);
+        assert_null(reply);
+        redisReaderFree(rd);
+
+        /* At the cap itself an array is still read. */
+        rd = redisReaderCreate();
+        af_redis_reader_cap(rd);
+        snprintf(huge, sizeof(huge), "*%d\r\n", AF_REDIS_MAX_ELEMENTS);
+        assert_int_equal(redisReaderFeed(rd, huge, strlen(huge)), REDIS_OK);
+        assert_int_equal(redisReaderGetReply(rd, &reply), REDIS_OK); /* waiting for elements */
+        assert_null(reply);
+        redisReaderFree(rd);
+}
+
 /* ---- the handshake against a fake server that says which version it is ------------------- */
 
 typedef struct {
@@ -302,6 +335,7 @@ int main(void) {
                 cmocka_unit_test(test_script_sha1_matches_redis),
                 cmocka_unit_test(test_transient_errors),
                 cmocka_unit_test(test_info_version),
+                cmocka_unit_test(test_reader_refuses_huge_arrays),
                 cmocka_unit_test(test_handshake_leaves_a_server_too_old),
                 cmocka_unit_test(test_handshake_accepts_a_recent_server),
                 cmocka_unit_test(test_new_refuses_bad_options),
