@@ -6,10 +6,11 @@
  * ACQUIRED without a positive fence.
  *
  * The replies are built from the input here, not read by hiredis: hiredis 0.14's reader
- * allocates a multi-bulk's element array at the length the bytes announce (a 4-byte input
- * asks for gigabytes), which is hiredis's to bound, not ours; what our code gets is a
- * redisReply tree of any shape, and that is what this builds: type, length and contents from
- * the bytes, arrays up to 6 elements and 3 levels deep.
+ * allocates a multi-bulk's element array at the length the bytes announce. Our connections
+ * cap that at AF_REDIS_MAX_ELEMENTS (af_redis_reader_cap, unit-tested), but a few nested
+ * headers at the cap still ask for more than libFuzzer's memory limit. What our code gets is
+ * a redisReply tree of any shape, and that is what this builds: type, length and contents
+ * from the bytes, arrays up to 6 elements and 3 levels deep.
  */
 #include <hiredis/hiredis.h>
 #include <stddef.h>
