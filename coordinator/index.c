@@ -655,8 +655,8 @@ typedef struct list_item_s {
  * out by entry_from_reply). The entry is left out of the page, not removed from the set:
  * the hash and the set are in different slots, so no script can check and remove at once,
  * and a ZREM sent now could land after an update that has just put the task back in that
- * set. The task's next update, a replay (lua_apply answers superseded records with the
- * entry, whose sets are written again) or the weekly trim puts the set right. */
+ * set. The task's next update, a replay (a superseded final record writes its task's sets
+ * again, see apply_cb) or the trim puts the set right. */
 static bool list_item_stale(const list_t *l, const redisReply *reply) {
         if (reply->type != REDIS_REPLY_ARRAY || reply->elements != ENTRY_NFIELDS)
                 return false;
