@@ -156,23 +156,23 @@ static void cmd_cb(af_redis_t *r, const redisReply *reply, const af_error_t *err
         af_loop_stop(fx.loop);
 }
 
-static void get_key(const char *task_id, const char *what) {
+/* Run "<cmd> af:{task_id}:what" (GET, PTTL, EXISTS, DEL); its reply in fx. */
+static void key_command(const char *cmd, const char *task_id, const char *what) {
         char key[128];
         snprintf(key, sizeof(key), "af:{%s}:%s", task_id, what);
         fx.calls = 0;
-        af_redis_command(fx.r, cmd_cb, NULL, "GET %s", key);
+        af_redis_command(fx.r, cmd_cb, NULL, "%s %s", cmd, key);
         run();
         assert_int_equal(fx.calls, 1);
 }
 
-/* PTTL of af:{task_id}:what, in fx.reply_int. */
-static long long pttl_key(const char *task_id, const char *what) {
-        char key[128];
-        snprintf(key, sizeof(key), "af:{%s}:%s", task_id, what);
-        fx.calls = 0;
-        af_redis_command(fx.r, cmd_cb, NULL, "PTTL %s", key);
-        run();
-        assert_int_equal(fx.calls, 1);
+static void get_key(const char *task_id, const char *what) {
+        key_command("GET", task_id, what);
+}
+
+/* A command on af:{task_id}:what that answers an integer (PTTL, EXISTS, DEL): that integer. */
+static long long key_int(const char *cmd, const char *task_id, const char *what) {
+        key_command(cmd, task_id, what);
         assert_int_equal(fx.reply_type, REDIS_REPLY_INTEGER);
         return fx.reply_int;
 }
@@ -189,18 +189,6 @@ static void set_key(const char *task_id, const char *what, const char *value, in
                 af_redis_command(fx.r, cmd_cb, NULL, "SET %s %s", key, value);
         run();
         assert_int_equal(fx.calls, 1);
-}
-
-/* DEL (or EXISTS) af:{task_id}:what; the count in fx.reply_int. */
-static long long key_cmd(const char *cmd, const char *task_id, const char *what) {
-        char key[128];
-        snprintf(key, sizeof(key), "af:{%s}:%s", task_id, what);
-        fx.calls = 0;
-        af_redis_command(fx.r, cmd_cb, NULL, "%s %s", cmd, key);
-        run();
-        assert_int_equal(fx.calls, 1);
-        assert_int_equal(fx.reply_type, REDIS_REPLY_INTEGER);
-        return fx.reply_int;
 }
 
 static long long now_us_reply;
@@ -379,9 +367,9 @@ static void test_fence_moves_only_on_acquire_and_carries_on(void **state) {
         assert_int_equal(a.fence, last + 1);
         get_key(id, "fence");
         assert_int_equal(strtoll(fx.reply_str, NULL, 10), last + 1); /* written whole */
-        long long ttl = pttl_key(id, "fence");
+        long long ttl = key_int("PTTL", id, "fence");
         assert_true(ttl > AF_LEASE_FENCE_TTL_MS - 60000 && ttl <= AF_LEASE_FENCE_TTL_MS);
-        ttl = pttl_key(id, "lease");
+        ttl = key_int("PTTL", id, "lease");
         assert_true(ttl > 0 && ttl <= 30000);
 
         for (int i = 0; i < 3; i++)
@@ -404,11 +392,11 @@ static void test_fence_moves_only_on_acquire_and_carries_on(void **state) {
          * only key left is the done record. */
         static const char result[] = "r";
         assert_int_equal(finish(&a, result, 1), AF_LEASE_OK);
-        ttl = pttl_key(id, "done");
+        ttl = key_int("PTTL", id, "done");
         assert_true(ttl > 0 && ttl <= 60000);
         assert_int_equal(acquire(&b), AF_LEASE_DONE);
-        assert_int_equal(key_cmd("EXISTS", id, "fence"), 0);
-        assert_int_equal(key_cmd("EXISTS", id, "lease"), 0);
+        assert_int_equal(key_int("EXISTS", id, "fence"), 0);
+        assert_int_equal(key_int("EXISTS", id, "lease"), 0);
 }
 
 /* Without a fence key (a first acquire, a fence from before this scheme, or a Redis that came
@@ -427,7 +415,7 @@ static void test_fence_never_falls_back_when_its_key_is_lost(void **state) {
         /* Redis loses the fence key (restart, eviction, flush) while a still holds its lease
          * and a late call of its may yet arrive: the next owner's fence is higher anyway. */
         assert_int_equal(release(&a), AF_LEASE_OK);
-        assert_int_equal(key_cmd("DEL", id, "fence"), 1);
+        assert_int_equal(key_int("DEL", id, "fence"), 1);
         assert_int_equal(acquire(&b), AF_LEASE_ACQUIRED);
         assert_true(b.fence > a.fence);
 
