@@ -64,39 +64,11 @@ typedef struct fake_s {
 
 /* ---- topics -------------------------------------------------------------------------------- */
 
-/* Create f's two topics with three partitions each (teardown deletes them). */
+/* Create f's two topics with three partitions each, led before the driver asks for them
+ * (teardown deletes them). */
 static void create_topics(const fake_t *f) {
-        const char *names[2] = {f->requests, f->results};
-        char errstr[512];
-        rd_kafka_conf_t *kc = rd_kafka_conf_new();
-        rd_kafka_t *rk;
-        rd_kafka_queue_t *q;
-
-        assert_int_equal(
-                rd_kafka_conf_set(kc, "bootstrap.servers", bootstrap, errstr, sizeof(errstr)),
-                RD_KAFKA_CONF_OK);
-        rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr));
-        assert_non_null(rk);
-        q = rd_kafka_queue_new(rk);
-        for (int i = 0; i < 2; i++) {
-                rd_kafka_NewTopic_t *nt =
-                        rd_kafka_NewTopic_new(names[i], 3, 1, errstr, sizeof(errstr));
-                size_t cnt = 0;
-                const rd_kafka_topic_result_t **res;
-                rd_kafka_event_t *ev;
-                assert_non_null(nt);
-                rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
-                ev = rd_kafka_queue_poll(q, 30000);
-                assert_non_null(ev);
-                res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev),
-                                                          &cnt);
-                assert_int_equal(cnt, 1);
-                assert_int_equal(rd_kafka_topic_result_error(res[0]), 0);
-                rd_kafka_NewTopic_destroy(nt);
-                rd_kafka_event_destroy(ev);
-        }
-        rd_kafka_queue_destroy(q);
-        rd_kafka_destroy(rk);
+        assert_true(af_test_create_topic(bootstrap, f->requests, 3, 0));
+        assert_true(af_test_create_topic(bootstrap, f->results, 3, 0));
 }
 
 /* ---- the fake fleet ------------------------------------------------------------------------ */

@@ -259,7 +259,7 @@ static void test_too_large_dead_letter_goes_without_its_original(void **state) {
         char dlq[256], rid[64], json[512], needle[64];
         snprintf(dlq, sizeof(dlq), "%sdlq", H.prefix);
         af_test_delete_topic(H.bootstrap, dlq);
-        assert_true(af_test_create_topic(H.bootstrap, dlq, 4000));
+        assert_true(af_test_create_topic(H.bootstrap, dlq, 1, 4000));
 
         /* Random, so compression cannot shrink it under the limit; a unique size finds it. */
         size_t len = 6000 + (size_t) (af_clock_wall_ms() % 997);

@@ -91,7 +91,7 @@ static void limited_topic(const char *topic, bool deleting) {
         if (deleting)
                 af_test_delete_topic(R.bootstrap, topic);
         else
-                assert_true(af_test_create_topic(R.bootstrap, topic, atoi(TOPIC_MAX)));
+                assert_true(af_test_create_topic(R.bootstrap, topic, 1, atoi(TOPIC_MAX)));
 }
 
 /* The worker group's committed offset of tasks.default[0] (-1 when none). */

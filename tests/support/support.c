@@ -88,15 +88,17 @@ static bool admin_answered(rd_kafka_queue_t *q) {
 }
 
 /* Whether topic is listed with its one partition led. */
-static bool topic_led(rd_kafka_t *rk, const char *topic) {
+static bool topic_led(rd_kafka_t *rk, const char *topic, int partitions) {
         const struct rd_kafka_metadata *md = NULL;
         bool hit = false;
         if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR)
                 return false;
         for (int t = 0; t < md->topic_cnt; t++)
-                if (!strcmp(md->topics[t].topic, topic) && !md->topics[t].err)
-                        hit = md->topics[t].partition_cnt == 1 &&
-                              md->topics[t].partitions[0].leader >= 0;
+                if (!strcmp(md->topics[t].topic, topic) && !md->topics[t].err) {
+                        hit = md->topics[t].partition_cnt == partitions;
+                        for (int i = 0; hit && i < partitions; i++)
+                                hit = md->topics[t].partitions[i].leader >= 0;
+                }
         rd_kafka_metadata_destroy(md);
         return hit;
 }
@@ -225,7 +227,7 @@ void af_test_delete_topic(const char *bootstrap, const char *topic) {
         topics_delete(bootstrap, &topic, 1, errstr, sizeof(errstr)); /* absent is fine */
 }
 
-bool af_test_create_topic(const char *bootstrap, const char *topic, int max_bytes) {
+bool af_test_create_topic(const char *bootstrap, const char *topic, int partitions, int max_bytes) {
         char errstr[512], limit[32];
         rd_kafka_t *rk = admin_client(bootstrap);
         rd_kafka_NewTopic_t *nt;
@@ -235,7 +237,7 @@ bool af_test_create_topic(const char *bootstrap, const char *topic, int max_byte
         if (!rk)
                 return false;
         q = rd_kafka_queue_new(rk);
-        nt = rd_kafka_NewTopic_new(topic, 1, 1, errstr, sizeof(errstr));
+        nt = rd_kafka_NewTopic_new(topic, partitions, 1, errstr, sizeof(errstr));
         if (nt && max_bytes > 0) {
                 snprintf(limit, sizeof(limit), "%d", max_bytes);
                 rd_kafka_NewTopic_set_config(nt, "max.message.bytes", limit);
@@ -245,7 +247,7 @@ bool af_test_create_topic(const char *bootstrap, const char *topic, int max_byte
                 rd_kafka_NewTopic_destroy(nt);
                 if (admin_answered(q))
                         for (int i = 0; i < 150 && !ok; i++)
-                                if (!(ok = topic_led(rk, topic)))
+                                if (!(ok = topic_led(rk, topic, partitions)))
                                         usleep(200 * 1000);
         }
         rd_kafka_queue_destroy(q);

@@ -51,8 +51,9 @@ bool af_test_file_has(const char *path, const char *needle);
 /* Delete topic (absent is fine) and wait until the metadata no longer lists it; silent and
  * regardless of FLEET_KEEP_WORK: for a test that recreates a topic, not for teardown. */
 void af_test_delete_topic(const char *bootstrap, const char *topic);
-/* Create topic with one partition and max.message.bytes max_bytes (0: the broker's default);
- * waits until the metadata shows it led. @returns whether it did within 30 s. */
-bool af_test_create_topic(const char *bootstrap, const char *topic, int max_bytes);
+/* Create topic with partitions partitions and max.message.bytes max_bytes (0: the broker's
+ * default); waits until the metadata shows every partition led, since a client that asks
+ * before then is told the topic does not exist. @returns whether it did within 30 s. */
+bool af_test_create_topic(const char *bootstrap, const char *topic, int partitions, int max_bytes);
 
 #endif
