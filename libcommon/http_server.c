@@ -19,6 +19,13 @@
  * so evhttp alone never notices a client that hangs up; an EV_CLOSED watch on the socket
  * (epoll reports it) does, while the answer is deferred.
  *
+ * Out of descriptors: libevent's listener retries a failing accept() on every loop turn (its
+ * socket stays readable while clients wait in the backlog) and, without an error callback,
+ * warns each time: one core spinning and a flooded log, exactly when the process is already
+ * in trouble. server_accept_error() stops watching the socket for AF_HTTP_ACCEPT_PAUSE_MS
+ * instead, warns at most once per AF_HTTP_ACCEPT_WARN_MS, and the waiting clients are served
+ * once descriptors are free again.
+ *
  * Everything here runs on the loop thread; evhttp allocates per request, we add one small
  * af_http_req_t and serve the body from evhttp's own input buffer (no copy).
  *
@@ -38,6 +45,7 @@
 #include <event2/http.h>
 #include <event2/http_struct.h> /* the request's HTTP version: no accessor in libevent 2.1 */
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/util.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -48,12 +56,15 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "http_route.h"
 #include "log.h"
 
 #define AF_HTTP_SERVER_DEFAULT_MAX_BODY    (1024 * 1024)
 #define AF_HTTP_SERVER_DEFAULT_MAX_HEADERS (64 * 1024)
 #define AF_HTTP_SERVER_DEFAULT_TIMEOUT_MS  30000
+#define AF_HTTP_ACCEPT_PAUSE_MS            250
+#define AF_HTTP_ACCEPT_WARN_MS             10000
 
 /* evhttp's hard body limit for a JSON cap c: max(4c, c + 1 MiB), saturating. */
 static size_t server_hard_body(size_t cap) {
@@ -83,7 +94,15 @@ struct af_http_server_s {
         bool closing;    /* af_http_server_closing(): answers are written at once */
         char date[64];   /* Date header value (RFC 1123, as evhttp writes it) for date_sec */
         time_t date_sec; /* unix s that date shows; 0 before the first answer */
+        af_timer_t *accept_resume; /* watches the socket again after a failed accept() */
+        uint64_t accept_failures;  /* since the last warning */
+        int64_t accept_warned_ms;  /* monotonic; 0: never */
+        af_http_server_t *next;    /* in servers */
 };
+
+/* libevent calls a listener's error callback with the listener's user data, which is
+ * evhttp's (its struct evhttp): servers are found by it here. All on the loop thread. */
+static af_http_server_t *servers;
 
 struct af_http_req_s {
         af_http_server_t *srv;
@@ -368,6 +387,40 @@ out:
         return;
 }
 
+/* ---- accepting ----------------------------------------------------------------------------- */
+
+static void server_accept_resume(void *opaque) {
+        af_http_server_t *srv = opaque;
+        evconnlistener_enable(evhttp_bound_socket_get_listener(srv->sock));
+}
+
+/* accept() failed with something other than "try again": most often no descriptor left
+ * (EMFILE, ENFILE) or no memory for the socket (ENOBUFS, ENOMEM). Retrying at once would fail
+ * the same way on every loop turn, so pause; the clients wait in the kernel's backlog. */
+static void server_accept_error(struct evconnlistener *lev, void *http) {
+        int err = EVUTIL_SOCKET_ERROR();
+        af_http_server_t *srv = servers;
+        while (srv && srv->http != http)
+                srv = srv->next;
+        if (!srv) /* cannot happen: every server is in the list from its start */
+                return;
+        evconnlistener_disable(lev);
+        af_timer_start(srv->accept_resume, AF_HTTP_ACCEPT_PAUSE_MS, false);
+        srv->accept_failures++;
+        int64_t now = af_clock_mono_ms();
+        if (srv->accept_warned_ms && now - srv->accept_warned_ms < AF_HTTP_ACCEPT_WARN_MS)
+                return;
+        char more[64] = "";
+        if (srv->accept_failures > 1)
+                snprintf(more, sizeof(more), " (%llu such failures since the last warning)",
+                         (unsigned long long) srv->accept_failures);
+        af_warn("http server on %s:%d cannot accept connections: %s; trying again every %d ms%s",
+                srv->opts.address, af_http_server_port(srv), evutil_socket_error_to_string(err),
+                AF_HTTP_ACCEPT_PAUSE_MS, more);
+        srv->accept_warned_ms = now;
+        srv->accept_failures = 0;
+}
+
 /* ---- server -------------------------------------------------------------------------------- */
 
 af_http_server_t *af_http_server_new(af_loop_t *loop, const af_http_server_opts_t *opts,
@@ -418,6 +471,14 @@ af_http_server_t *af_http_server_new(af_loop_t *loop, const af_http_server_opts_
                           srv->opts.address, srv->opts.port);
                 goto fail;
         }
+        if (!(srv->accept_resume = af_timer_new(loop, server_accept_resume, srv))) {
+                af_errstr(AF_ERR_NOMEM, errstr, errstr_size, "out of memory");
+                goto fail;
+        }
+        evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(srv->sock),
+                                    server_accept_error);
+        srv->next = servers;
+        servers = srv;
         af_debug("http server listening on %s:%d", srv->opts.address, af_http_server_port(srv));
         return srv;
 fail:
@@ -428,6 +489,12 @@ fail:
 void af_http_server_destroy(af_http_server_t *srv) {
         if (!srv)
                 return;
+        for (af_http_server_t **p = &servers; *p; p = &(*p)->next)
+                if (*p == srv) {
+                        *p = srv->next;
+                        break;
+                }
+        af_timer_destroy(srv->accept_resume);
         /* Open connections close here: waiting requests get their on_close. */
         if (srv->http)
                 evhttp_free(srv->http);

@@ -1,13 +1,17 @@
 /*
- * loop: event_base ownership, signals and timers.
+ * loop: event_base ownership, signals and timers; libevent's own messages go to our log (as
+ * JSON lines like every other, instead of bare "[warn] ..." lines on stderr); the process's
+ * descriptor limit raised to what it is allowed.
  */
 #include "loop.h"
 
 #include <event2/event.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "err.h"
+#include "log.h"
 
 #define AF_LOOP_MAX_SIGNALS 8
 
@@ -27,6 +31,28 @@ struct af_timer_s {
         af_timer_cb_t *cb;
         void *opaque;
 };
+
+/* Called by libevent, possibly deep inside it: it must not call back into libevent. */
+static void loop_log_libevent(int severity, const char *msg) {
+        af_log_level_t level = severity == EVENT_LOG_DEBUG  ? AF_LOG_DEBUG
+                               : severity == EVENT_LOG_MSG  ? AF_LOG_INFO
+                               : severity == EVENT_LOG_WARN ? AF_LOG_WARN
+                                                            : AF_LOG_ERROR;
+        af_log(level, "libevent: %s", msg);
+}
+
+/* A process with a loop holds a socket per connection (API clients, curl's pool, Kafka, Redis):
+ * it may use every descriptor it is allowed, not just the soft limit, which is often 1024
+ * below a hard limit in the hundreds of thousands. */
+static void loop_raise_fd_limit(void) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl))
+                        af_debug("cannot raise the descriptor limit to %llu",
+                                 (unsigned long long) rl.rlim_max);
+        }
+}
 
 af_loop_t *af_loop_new(char *errstr, size_t errstr_size) {
         return af_loop_new_opts(NULL, errstr, errstr_size);
@@ -55,6 +81,8 @@ af_loop_t *af_loop_new_opts(const af_loop_opts_t *opts, char *errstr, size_t err
         event_config_free(cfg);
         /* A peer closing a socket must be an error on that socket, not a process kill. */
         signal(SIGPIPE, SIG_IGN);
+        event_set_log_callback(loop_log_libevent);
+        loop_raise_fd_limit();
         return loop;
 fail:
         if (cfg)

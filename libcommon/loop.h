@@ -35,7 +35,9 @@ typedef struct af_loop_opts_s {
         bool epoll_changelist;
 } af_loop_opts_t;
 
-/* @returns a new loop, or NULL with errstr filled. */
+/* @returns a new loop, or NULL with errstr filled. Also sets up the process for loops: SIGPIPE
+ * ignored, libevent's messages written to the log (af_log), the soft descriptor limit
+ * raised to the hard one. */
 af_loop_t *af_loop_new(char *errstr, size_t errstr_size);
 /* Like af_loop_new(), with opts (NULL: the defaults). Backends other than epoll ignore
  * epoll_changelist. @returns a new loop, or NULL with errstr filled. */

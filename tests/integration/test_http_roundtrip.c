@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -110,18 +109,9 @@ static void on_watchdog(void *opaque) {
         af_loop_stop(fx->loop);
 }
 
-static void raise_nofile(void) {
-        struct rlimit rl;
-        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-                rl.rlim_cur = rl.rlim_max;
-                setrlimit(RLIMIT_NOFILE, &rl);
-        }
-}
-
 static int fx_setup(void **state) {
         char errstr[256];
         fx_t *fx = calloc(1, sizeof(*fx));
-        raise_nofile();
         fx->loop = af_loop_new(errstr, sizeof(errstr));
         assert_non_null(fx->loop);
         af_http_server_opts_t so = {.address = "127.0.0.1",

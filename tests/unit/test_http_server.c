@@ -16,12 +16,14 @@
 
 #include <arpa/inet.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -520,6 +522,107 @@ static void test_date_follows_the_clock(void **state) {
         assert_true(later <= time(NULL));
 }
 
+/* ---- out of descriptors ---------------------------------------------------------------- */
+
+typedef struct {
+        fx_t *fx;
+        raw_t raw[3];
+        int fd[3];
+        int answered;
+} crowd_t;
+
+static void crowd_read_cb(evutil_socket_t fd, short what, void *arg) {
+        crowd_t *c = arg;
+        for (int i = 0; i < 3; i++) {
+                raw_t *raw = &c->raw[i];
+                if (c->fd[i] != fd || raw->len == sizeof(raw->buf) - 1)
+                        continue;
+                ssize_t n = read(fd, raw->buf + raw->len, sizeof(raw->buf) - 1 - raw->len);
+                if (n > 0)
+                        raw->len += (size_t) n;
+                raw->buf[raw->len] = '\0';
+                if (raw_complete(raw, n <= 0) && ++c->answered == 3)
+                        af_loop_stop(c->fx->loop);
+        }
+}
+
+/* @returns how many lines of the log file f contain needle. */
+static int log_lines_with(FILE *f, const char *needle) {
+        char line[1024];
+        int cnt = 0;
+        rewind(f);
+        while (fgets(line, sizeof(line), f))
+                cnt += strstr(line, needle) != NULL;
+        return cnt;
+}
+
+/* With no descriptor left for accept(), the server stops watching its socket for a while
+ * instead of being woken for it on every loop turn (libevent's listener otherwise retries,
+ * and warns, as fast as the loop turns: a spinning core and a flooded log), warns once, and
+ * serves the waiting clients once descriptors are free again. */
+static void test_out_of_descriptors_pauses_accepting_and_recovers(void **state) {
+        fx_t *fx = *state;
+        crowd_t c = {.fx = fx};
+        struct rlimit saved, low;
+        FILE *log = tmpfile();
+        assert_non_null(log);
+        af_log_init("test", AF_LOG_DEBUG);
+        af_log_set_output(log);
+
+        /* Three clients connected and waiting in the kernel's backlog, then every descriptor
+         * of the process taken by placeholders. */
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t) af_http_server_port(fx->srv)),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        const char *request = "GET /v1/items/x HTTP/1.0\r\n\r\n";
+        for (int i = 0; i < 3; i++) {
+                c.raw[i].fx = fx;
+                c.fd[i] = socket(AF_INET, SOCK_STREAM, 0);
+                assert_true(c.fd[i] >= 0);
+                assert_int_equal(connect(c.fd[i], (struct sockaddr *) &sa, sizeof(sa)), 0);
+                assert_int_equal(write(c.fd[i], request, strlen(request)),
+                                 (ssize_t) strlen(request));
+        }
+        struct event *ev[3];
+        for (int i = 0; i < 3; i++) {
+                ev[i] = event_new(af_loop_base(fx->loop), c.fd[i], EV_READ | EV_PERSIST,
+                                  crowd_read_cb, &c);
+                event_add(ev[i], NULL);
+        }
+        assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+        low = saved;
+        low.rlim_cur = (rlim_t) c.fd[2] + 64;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+        int placeholder[64], held = 0;
+        while (held < 64 && (placeholder[held] = open("/dev/null", O_RDONLY)) >= 0)
+                held++;
+        assert_true(held < 64); /* the limit was reached */
+
+        /* A second of loop turns with nothing to accept with. */
+        fx->poll = af_timer_new(fx->loop, on_date_poll, fx->loop);
+        af_timer_start(fx->poll, 1000, false);
+        run(fx);
+        assert_int_equal(c.answered, 0);
+        fflush(log);
+        assert_int_equal(log_lines_with(log, "Error from accept"), 0);
+        assert_int_equal(log_lines_with(log, "cannot accept"), 1);
+
+        /* Descriptors free again: every waiting client is served. */
+        while (held > 0)
+                close(placeholder[--held]);
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+        run(fx);
+        assert_int_equal(c.answered, 3);
+        for (int i = 0; i < 3; i++) {
+                assert_true(!strncmp(c.raw[i].buf, "HTTP/1.0 200 OK\r\n", 17));
+                event_free(ev[i]);
+                close(c.fd[i]);
+        }
+        af_log_set_output(stderr);
+        af_log_init("test", AF_LOG_OFF);
+        fclose(log);
+}
+
 static void test_busy_port_is_an_error(void **state) {
         fx_t *fx = *state;
         char errstr[256] = "";
@@ -554,6 +657,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_framing_headers_only_where_evhttp_adds_them,
                                                 setup, teardown),
                 cmocka_unit_test_setup_teardown(test_date_follows_the_clock, setup, teardown),
+                cmocka_unit_test_setup_teardown(
+                        test_out_of_descriptors_pauses_accepting_and_recovers, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_busy_port_is_an_error, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /*
  * Unit tests of loop: timers (one-shot, repeating, restart), signals delivered as callbacks,
- * the opt-in epoll changelist.
+ * the opt-in epoll changelist, what a loop sets up for its process (libevent's messages in our
+ * log, the descriptor limit).
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -11,11 +12,14 @@
 #include <cmocka.h>
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "loop.h"
 
 typedef struct {
@@ -113,11 +117,53 @@ static void test_epoll_changelist_is_opt_in(void **state) {
         af_loop_destroy(af_loop_new_opts(NULL, errstr, sizeof(errstr)));
 }
 
+/* A new loop raises the soft descriptor limit to the hard one, and what libevent has to say
+ * (here: epoll refusing a descriptor that is not open) is a line of our log, not a bare
+ * "[warn]" line on stderr. */
+static void test_loop_sets_up_its_process(void **state) {
+        struct rlimit saved, rl;
+        assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+        if (saved.rlim_max > 64) {
+                rl = saved;
+                rl.rlim_cur = 64;
+                assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        }
+        FILE *log = tmpfile();
+        assert_non_null(log);
+        af_log_init("test", AF_LOG_WARN);
+        af_log_set_output(log);
+        af_loop_t *loop = af_loop_new(NULL, 0);
+        assert_non_null(loop);
+        assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+        assert_true(rl.rlim_cur == saved.rlim_max);
+
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        close(sv[0]);
+        close(sv[1]);
+        tick_t t = {loop, 0, 1};
+        struct event *ev = event_new(af_loop_base(loop), sv[0], EV_READ, on_readable, &t);
+        assert_int_equal(event_add(ev, NULL), -1); /* libevent warns here */
+        event_free(ev);
+        af_loop_destroy(loop);
+
+        char line[1024] = "";
+        rewind(log);
+        bool found = false;
+        while (!found && fgets(line, sizeof(line), log))
+                found = strstr(line, "\"level\":\"warn\"") && strstr(line, "\"msg\":\"libevent: ");
+        assert_true(found);
+        af_log_set_output(stderr);
+        af_log_init("test", AF_LOG_OFF);
+        fclose(log);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_epoll_changelist_is_opt_in),
                 cmocka_unit_test(test_repeating_timer_fires_until_stopped),
                 cmocka_unit_test(test_signal_is_a_loop_callback),
+                cmocka_unit_test(test_loop_sets_up_its_process),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
