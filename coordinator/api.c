@@ -507,7 +507,7 @@ static void h_metrics(af_http_req_t *req, void *opaque) {
         af_buf_t b;
         af_buf_init(&b, METRICS_MAX);
         count(co, "GET /metrics", 200);
-        if (af_metrics_render(co->metrics, &b)) {
+        if (af_metrics_render(co->metrics, &b) || af_metrics_render_process(&b)) {
                 af_buf_free(&b);
                 reply_error_now(co, req, "GET /metrics", 500, "internal", "metrics too large");
                 return;

@@ -36,6 +36,11 @@ void af_metric_observe(af_metric_t *mt, const char *const *label_values, double 
 /* Append the exposition text of every metric to out. */
 af_err_t af_metrics_render(const af_metrics_t *m, af_buf_t *out);
 
+/* Append the process's own metrics, as Prometheus's client libraries name them: CPU seconds,
+ * resident and virtual memory, open and allowed descriptors, start time (Linux /proc). A
+ * figure that cannot be read is left out. */
+af_err_t af_metrics_render_process(af_buf_t *out);
+
 /* Default latency buckets in seconds (1ms .. 60s). */
 extern const double af_metrics_latency_buckets[];
 extern const size_t af_metrics_latency_bucket_cnt;

@@ -33,7 +33,7 @@ static void observe_metrics(af_http_req_t *req, void *opaque) {
         af_buf_init(&out, 16 * 1024 * 1024);
         af_metric_set(obs.in_flight, NULL, (double) w->in_flight);
         af_metric_set(obs.held, NULL, w->held ? 1 : 0);
-        if (af_metrics_render(obs.m, &out) != AF_OK) {
+        if (af_metrics_render(obs.m, &out) != AF_OK || af_metrics_render_process(&out) != AF_OK) {
                 af_http_reply_error(req, 500, "internal", "metrics too large");
         } else {
                 af_http_reply(req, 200, "text/plain; version=0.0.4", af_buf_str(&out), out.len);

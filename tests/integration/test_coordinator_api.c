@@ -605,6 +605,9 @@ static void test_health_metrics(void **state) {
         assert_non_null(strstr(r.body, "agentfleet_coordinator_admission_seconds_bucket"));
         assert_non_null(strstr(r.body, "agentfleet_coordinator_http_requests_total{route=\"POST "
                                        "/v1/tasks\",status=\"202\"}"));
+        /* The daemon's own figures, as a process collector names them. */
+        assert_non_null(strstr(r.body, "\nprocess_resident_memory_bytes "));
+        assert_non_null(strstr(r.body, "\nprocess_open_fds "));
         h_resp_free(&r);
 }
 

@@ -1177,6 +1177,8 @@ static void test_metrics_count_results(void **state) {
         assert_non_null(strstr(R.metrics, "agentfleet_worker_dead_letters_total 1"));
         assert_non_null(strstr(R.metrics, "agentfleet_worker_llm_tokens_total{kind=\"prompt\"} "
                                           "200"));
+        assert_non_null(strstr(R.metrics, "\nprocess_open_fds "));
+        assert_non_null(strstr(R.metrics, "\nprocess_cpu_seconds_total "));
 }
 
 static void test_done_record_is_in_redis(void **state) {

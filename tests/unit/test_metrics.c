@@ -1,7 +1,7 @@
 /*
  * Unit tests of metrics: the exact Prometheus text of counters, gauges and histograms, series
  * kept apart by label values, label value and HELP escaping, and refusal of bad names,
- * clashing registrations and wrong label counts.
+ * clashing registrations and wrong label counts; the process's own figures.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,9 +10,14 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "log.h"
@@ -202,6 +207,47 @@ static void test_render_respects_buffer_cap(void **state) {
         af_metrics_destroy(NULL);
 }
 
+/* @returns the value of the unlabelled sample name in text, after checking its TYPE line. */
+static double sample(const char *text, const char *name, const char *type) {
+        char want[128];
+        snprintf(want, sizeof(want), "# TYPE %s %s\n%s ", name, type, name);
+        const char *p = strstr(text, want);
+        assert_non_null(p);
+        return strtod(p + strlen(want), NULL);
+}
+
+/* The process figures are this process's: descriptors counted as they open, the limit as
+ * getrlimit says, memory and CPU time non-zero, a start time in the past. */
+static void test_process_figures_are_this_processes(void **state) {
+        af_buf_t a, b;
+        struct rlimit rl;
+        volatile double spin = 0;
+        for (int i = 0; i < 20000000; i++) /* some CPU time to report */
+                spin += i;
+        af_buf_init(&a, 1 << 20);
+        assert_int_equal(af_metrics_render_process(&a), AF_OK);
+        int fd = open("/dev/null", O_RDONLY);
+        assert_true(fd >= 0);
+        af_buf_init(&b, 1 << 20);
+        assert_int_equal(af_metrics_render_process(&b), AF_OK);
+        close(fd);
+
+        assert_true(sample(b.data, "process_open_fds", "gauge") ==
+                    sample(a.data, "process_open_fds", "gauge") + 1);
+        assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+        assert_true(sample(a.data, "process_max_fds", "gauge") == (double) rl.rlim_cur);
+        assert_true(sample(a.data, "process_resident_memory_bytes", "gauge") > 1 << 20);
+        assert_true(sample(a.data, "process_virtual_memory_bytes", "gauge") >=
+                    sample(a.data, "process_resident_memory_bytes", "gauge"));
+        assert_true(sample(a.data, "process_cpu_seconds_total", "counter") > 0);
+        double start = sample(a.data, "process_start_time_seconds", "gauge");
+        assert_true(start > 1.5e9 && start <= (double) time(NULL) + 1);
+        assert_non_null(
+                strstr(a.data, "# HELP process_open_fds Number of open file descriptors.\n"));
+        af_buf_free(&a);
+        af_buf_free(&b);
+}
+
 int main(void) {
         af_log_init("test", AF_LOG_OFF);
         const struct CMUnitTest tests[] = {
@@ -216,6 +262,7 @@ int main(void) {
                 cmocka_unit_test(test_bad_registrations_are_refused),
                 cmocka_unit_test(test_wrong_label_count_is_ignored),
                 cmocka_unit_test(test_render_respects_buffer_cap),
+                cmocka_unit_test(test_process_figures_are_this_processes),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
