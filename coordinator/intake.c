@@ -23,6 +23,7 @@
 #include "coord.h"
 #include "dlq.h"
 #include "log.h"
+#include "utf8.h"
 #include "watermark.h"
 #include "wire_json.h"
 
@@ -205,6 +206,7 @@ static void refuse(imsg_t *m, af_err_t err, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
         va_end(ap);
+        af_utf8_repair(m->reason); /* it quotes the request; it goes into protobuf and JSON */
         m->dlq_err = err;
         d = json_pack("{s:s, s:i, s:I, s:s}", "topic", co->topic_requests, "partition",
                       (int) m->partition, "offset", (json_int_t) m->offset, "request_id",

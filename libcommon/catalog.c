@@ -25,6 +25,7 @@
 #include "buf.h"
 #include "crypto.h"
 #include "log.h"
+#include "utf8.h"
 #include "yamlwalk.h"
 
 #define CATALOG_MAX_FILE     (16 * 1024 * 1024)
@@ -60,6 +61,7 @@ static af_err_t perr(pctx_t *pc, int line, const char *fmt, ...) {
                         va_start(ap, fmt);
                         vsnprintf(pc->errstr + n, pc->errstr_size - (size_t) n, fmt, ap);
                         va_end(ap);
+                        af_utf8_repair(pc->errstr);
                 }
         }
         return AF_ERR_CONFIG;

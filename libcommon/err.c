@@ -1,11 +1,15 @@
 /*
- * err: error strings, codes and the default retriable classification.
+ * err: error strings, codes and the default retriable classification. Messages are made
+ * well-formed UTF-8 as they are written (af_utf8_repair): they quote outside input, cut to a
+ * byte length, and travel in protobuf strings, JSON and audit events.
  */
 #include "err.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "utf8.h"
 
 static const struct {
         const char *code;
@@ -52,6 +56,7 @@ static void error_vset(af_error_t *e, af_err_t err, bool retriable, const char *
         e->retriable = retriable;
         e->http_status = 0;
         vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+        af_utf8_repair(e->msg);
 }
 
 void af_error_set(af_error_t *e, af_err_t err, const char *fmt, ...) {
@@ -78,6 +83,7 @@ af_err_t af_errstr(af_err_t err, char *errstr, size_t errstr_size, const char *f
                 va_start(ap, fmt);
                 vsnprintf(errstr, errstr_size, fmt, ap);
                 va_end(ap);
+                af_utf8_repair(errstr);
         }
         return err;
 }

@@ -59,6 +59,7 @@
 #include "clock.h"
 #include "http_route.h"
 #include "log.h"
+#include "utf8.h"
 
 #define AF_HTTP_SERVER_DEFAULT_MAX_BODY    (1024 * 1024)
 #define AF_HTTP_SERVER_DEFAULT_MAX_HEADERS (64 * 1024)
@@ -692,8 +693,6 @@ void af_http_reply_error(af_http_req_t *req, int status, const char *code, const
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        json_t *body = json_pack("{s:s, s:s}", "code", code, "message", msg);
-        if (!body) /* a message quoting input that is not UTF-8 */
-                body = json_pack("{s:s, s:s}", "code", code, "message", af_err2str(AF_ERR_INVALID));
-        af_http_reply_json(req, status, body);
+        af_utf8_repair(msg); /* it may quote input that is not UTF-8, or cut a character */
+        af_http_reply_json(req, status, json_pack("{s:s, s:s}", "code", code, "message", msg));
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "utf8.h"
 
 af_log_level_t af_log_level_cur = AF_LOG_INFO;
 
@@ -132,6 +133,12 @@ void af_log_write(af_log_level_t level, const char *task_id, const char *trace_i
 
         af_buf_t b;
         af_buf_init(&b, 16384);
+        pthread_mutex_lock(&log_lock);
+        /* Secrets are found in the message as written (before escaping or repair changes
+         * their bytes); then the line is made UTF-8, because it is JSON and may quote input
+         * that is not text. */
+        redact_locked(msg);
+        af_utf8_repair(msg);
         af_buf_printf(&b,
                       "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\","
                       "\"component\":\"",
@@ -153,9 +160,7 @@ void af_log_write(af_log_level_t level, const char *task_id, const char *trace_i
         }
         af_buf_puts(&b, "}\n");
 
-        pthread_mutex_lock(&log_lock);
         if (b.data) {
-                redact_locked(b.data);
                 fputs(b.data, log_out ? log_out : stderr);
                 fflush(log_out ? log_out : stderr);
         }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 /* ======================================================================================= */
 /* TaskRequest from JSON                                                                    */
 /* ======================================================================================= */
@@ -247,36 +249,6 @@ static long wj_hex4(const char *p) {
         return v;
 }
 
-/* Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, at
- * most U+10FFFF, as jansson's utf8_check_full) of 2-4 bytes at p, or 0. */
-static size_t wj_utf8(const unsigned char *p) {
-        unsigned char c = p[0], lo = 0x80, hi = 0xBF;
-        size_t n;
-
-        if (c >= 0xC2 && c <= 0xDF)
-                n = 2;
-        else if (c >= 0xE0 && c <= 0xEF)
-                n = 3;
-        else if (c >= 0xF0 && c <= 0xF4)
-                n = 4;
-        else
-                return 0;
-        if (c == 0xE0)
-                lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-                hi = 0x9F; /* U+D800..U+DFFF */
-        else if (c == 0xF0)
-                lo = 0x90; /* overlong */
-        else if (c == 0xF4)
-                hi = 0x8F; /* past U+10FFFF */
-        if (p[1] < lo || p[1] > hi)
-                return 0;
-        for (size_t i = 2; i < n; i++)
-                if (p[i] < 0x80 || p[i] > 0xBF)
-                        return 0;
-        return n;
-}
-
 /* A string's content after its opening quote. @returns what follows the closing quote, or
  * NULL. A \u0000 (jansson refuses NUL in keys and, without JSON_ALLOW_NUL, in values) or any
  * surrogate escape is "not sure", which keeps the pairing rules with jansson. */
@@ -306,7 +278,7 @@ static const char *wj_string(const char *p) {
                                 return NULL;
                         }
                 } else {
-                        size_t n = wj_utf8((const unsigned char *) p);
+                        size_t n = af_utf8_seq_len((const unsigned char *) p);
                         if (!n)
                                 return NULL;
                         p += n;
@@ -438,6 +410,18 @@ static af_err_t check_len(const char *name, const char *s, char *errstr, size_t 
         return AF_OK;
 }
 
+/* protobuf-c does not check that a string field is UTF-8, and other languages' decoders
+ * refuse a message whose string is not: a request's strings travel on into its Task, result
+ * and audit events, so bytes that are not text stop here. */
+static af_err_t check_text(const char *name, const char *s, char *errstr, size_t errstr_size) {
+        size_t len = s ? strlen(s) : 0, ok = s ? af_utf8_prefix(s, len) : 0;
+        if (ok < len)
+                return af_errstr(AF_ERR_INVALID, errstr, errstr_size,
+                                 "field \"%s\": not UTF-8 (byte 0x%02x at offset %zu)", name,
+                                 (unsigned char) s[ok], ok);
+        return AF_OK;
+}
+
 af_err_t af_wire_taskrequest_check(const Agentfleet__V1__TaskRequest *req, size_t max_payload,
                                    int64_t now_ms, char *errstr, size_t errstr_size) {
         return af_wire_taskrequest_check_payload(req, max_payload, false, now_ms, errstr,
@@ -475,6 +459,17 @@ af_err_t af_wire_taskrequest_check_payload(const Agentfleet__V1__TaskRequest *re
                 goto out;
         }
 fields:
+        if ((err = check_text("type", req->type, errstr, errstr_size)) ||
+            (err = check_text("tenant", req->tenant, errstr, errstr_size)) ||
+            (err = check_text("principal", req->principal, errstr, errstr_size)) ||
+            (err = check_text("case_key", req->case_key, errstr, errstr_size)) ||
+            (err = check_text("idempotency_key", req->idempotency_key, errstr, errstr_size)) ||
+            (err = check_text("traceparent", req->traceparent, errstr, errstr_size)) ||
+            (err = check_text("token", req->token, errstr, errstr_size)) ||
+            (err = check_text("key_id", req->key_id, errstr, errstr_size)) ||
+            (err = check_text("signature", req->signature, errstr, errstr_size)) ||
+            (err = check_text("request_id", req->request_id, errstr, errstr_size)))
+                goto out;
         if (req->priority < 0 || req->priority > 9) {
                 err = af_errstr(AF_ERR_INVALID, errstr, errstr_size,
                                 "field \"priority\": %d is out of range [0, 9]", req->priority);

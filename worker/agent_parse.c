@@ -62,9 +62,9 @@ static af_err_t chat_parse_call(const json_t *jc, size_t i, af_tool_call_t *call
                 const char *txt = json_string_value(jargs);
                 call->args = *txt ? json_loads(txt, JSON_REJECT_DUPLICATES, &jerr) : json_object();
                 if (!call->args)
-                        snprintf(call->args_error, sizeof(call->args_error),
-                                 "arguments are not valid JSON: %.100s at column %d", jerr.text,
-                                 jerr.column);
+                        af_errstr(AF_ERR_INVALID, call->args_error, sizeof(call->args_error),
+                                  "arguments are not valid JSON: %.100s at column %d", jerr.text,
+                                  jerr.column);
                 else if (!json_is_object(call->args)) {
                         json_decref(call->args);
                         call->args = NULL;

@@ -1,8 +1,9 @@
 /*
  * Fuzz target for the YAML config readers: the same arbitrary bytes go through the settings
  * loader (af_config_load_buffer) and the catalog parser (af_catalog_parse), which share the
- * YAML tree of yamlwalk.c. Both must refuse bad input with a message and never crash, leak
- * or loop; a successful catalog must also answer lookups and authentication.
+ * YAML tree of yamlwalk.c. Both must refuse bad input with a message (in UTF-8, whatever the
+ * input) and never crash, leak or loop; a successful catalog must also answer lookups and
+ * authentication.
  *
  *   cmake -DAF_FUZZ=ON -DCMAKE_C_COMPILER=clang ... && ./fuzz_config -max_total_time=30
  */
@@ -14,6 +15,7 @@
 #include "config.h"
 #include "config_buffer.h"
 #include "log.h"
+#include "utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,8 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 errstr[0] = '\0';
                 if (af_config_load_buffer(conf, "fuzz.yaml", (const char *) data, size, errstr,
                                           sizeof(errstr)) != AF_OK &&
-                    !errstr[0])
-                        __builtin_trap(); /* every refusal says why */
+                    (!errstr[0] || af_utf8_prefix(errstr, strlen(errstr)) != strlen(errstr)))
+                        __builtin_trap(); /* every refusal says why, as text */
                 (void) af_config_int(conf, "redis.port");
                 (void) af_config_str(conf, "log.level");
                 af_config_destroy(conf);
@@ -37,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         errstr[0] = '\0';
         cat = af_catalog_parse("fuzz.yaml", (const char *) data, size, errstr, sizeof(errstr));
-        if (!cat && !errstr[0])
+        if (!cat && (!errstr[0] || af_utf8_prefix(errstr, strlen(errstr)) != strlen(errstr)))
                 __builtin_trap();
         if (cat) {
                 for (size_t i = 0; i < cat->task_type_cnt; i++)

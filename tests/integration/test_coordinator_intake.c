@@ -135,6 +135,33 @@ static void test_signed_protobuf_request_admitted(void **state) {
         agentfleet__v1__task__free_unpacked(rm.task, NULL);
 }
 
+/* protobuf-c takes any bytes as a string; a request whose string is not UTF-8 would carry
+ * them into its Task, result and audit events, where other languages' decoders refuse the
+ * whole message. It is dead-lettered with the field named, and never becomes a task. */
+static void test_protobuf_request_with_non_utf8_string_is_dead_lettered(void **state) {
+        if (skipped)
+                skip();
+        char rid[64];
+        unique(rid, sizeof(rid), "pb-utf8");
+        Agentfleet__V1__TaskRequest req = AGENTFLEET__V1__TASK_REQUEST__INIT;
+        req.type = "noop";
+        req.case_key = "C-\xff\xfe";
+        req.payload = "{}";
+        req.request_id = rid;
+        req.token = H_TOKEN_A;
+        size_t len = agentfleet__v1__task_request__get_packed_size(&req);
+        uint8_t *buf = malloc(len);
+        agentfleet__v1__task_request__pack(&req, buf);
+        assert_true(h_produce("requests", "C-x", buf, len, "application/x-protobuf"));
+        free(buf);
+
+        dlq_match_t dm = {.needle_in_original = rid};
+        assert_int_equal(h_scan("dlq", match_dlq, &dm, 30000, false), 1);
+        assert_non_null(strstr(dm.reason, "field \"case_key\": not UTF-8 (byte 0xff at offset 2)"));
+        req_match_t rm = {.request_id = rid};
+        assert_int_equal(h_scan("tasks.default", match_request_id, &rm, 3000, true), 0);
+}
+
 static void test_redelivered_request_is_one_task(void **state) {
         if (skipped)
                 skip();
@@ -340,6 +367,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_json_request_with_token_admitted),
                 cmocka_unit_test(test_signed_protobuf_request_admitted),
+                cmocka_unit_test(test_protobuf_request_with_non_utf8_string_is_dead_lettered),
                 cmocka_unit_test(test_redelivered_request_is_one_task),
                 cmocka_unit_test(test_bad_messages_dead_lettered_then_valid_admitted),
                 cmocka_unit_test(test_too_large_dead_letter_goes_without_its_original),

@@ -1,10 +1,11 @@
 /*
- * Unit tests of libcommon's small building blocks: err, buf, ids, backoff, crypto, clock.
+ * Unit tests of libcommon's small building blocks: err, utf8, buf, ids, backoff, crypto, clock.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,7 @@
 #include "crypto.h"
 #include "err.h"
 #include "ids.h"
+#include "utf8.h"
 
 static void test_err_strings_cover_every_code(void **state) {
         for (int e = 0; e < AF_ERR__CNT; e++) {
@@ -25,6 +27,51 @@ static void test_err_strings_cover_every_code(void **state) {
         assert_string_equal(af_err2code((af_err_t) 999), "unknown");
         assert_true(af_err_is_retriable_default(AF_ERR_TIMEOUT));
         assert_false(af_err_is_retriable_default(AF_ERR_INVALID));
+}
+
+/* Every byte outside a well-formed sequence becomes '?'; well-formed characters of 1-4 bytes
+ * stay as they are. */
+static void test_utf8_repair_and_valid(void **state) {
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                {"plain ascii", "plain ascii"},
+                {"\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                 "\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+                {"cut \xc3", "cut ?"},              /* a sequence cut short at the end */
+                {"cut \xe2\x82", "cut ??"},         /* ... of three bytes */
+                {"stray \x80\xbf x", "stray ?? x"}, /* continuation bytes alone */
+                {"overlong \xc0\x80 \xe0\x80\xaf", "overlong ?? ???"},
+                {"surrogate \xed\xa0\x80", "surrogate ???"},
+                {"too high \xf4\x90\x80\x80", "too high ????"},
+                {"\xff\xfe", "??"},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char buf[64];
+                snprintf(buf, sizeof(buf), "%s", cases[i].in);
+                bool ok = !strcmp(cases[i].in, cases[i].out);
+                assert_true((af_utf8_prefix(cases[i].in, strlen(cases[i].in)) ==
+                             strlen(cases[i].in)) == ok);
+                af_utf8_repair(buf);
+                assert_string_equal(buf, cases[i].out);
+                assert_int_equal(af_utf8_prefix(buf, strlen(buf)), strlen(buf));
+        }
+        assert_int_equal(af_utf8_prefix("a\0b", 3), 1); /* NUL is not text */
+        assert_int_equal(af_utf8_prefix("x\xc3\xa9", 2), 1);
+        assert_int_equal(af_utf8_prefix("x\xc3\xa9y\xff", 5), 4);
+}
+
+/* An error message that quotes input cut to a byte length is still UTF-8: the cut half of a
+ * character does not survive (it would make the message unusable in protobuf and JSON). */
+static void test_error_messages_are_utf8(void **state) {
+        char errstr[64];
+        af_error_t e;
+        af_errstr(AF_ERR_INVALID, errstr, sizeof(errstr), "type \"%.5s\"", "abcd\xc3\xa9");
+        assert_string_equal(errstr, "type \"abcd?\"");
+        af_errstr(AF_ERR_INVALID, errstr, 7, "%s", "abcde\xc3\xa9"); /* cut by the buffer */
+        assert_string_equal(errstr, "abcde?");
+        af_error_set(&e, AF_ERR_UPSTREAM, "answer %s", "\xff ok \xc3\xa9");
+        assert_string_equal(e.msg, "answer ? ok \xc3\xa9");
 }
 
 static void test_error_carries_retriable_flag(void **state) {
@@ -199,6 +246,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_err_strings_cover_every_code),
                 cmocka_unit_test(test_error_carries_retriable_flag),
+                cmocka_unit_test(test_utf8_repair_and_valid),
+                cmocka_unit_test(test_error_messages_are_utf8),
                 cmocka_unit_test(test_buf_grows_and_respects_cap),
                 cmocka_unit_test(test_buf_printf_long_and_steal),
                 cmocka_unit_test(test_ulid_shape_and_monotonic),

@@ -368,6 +368,7 @@ static void test_error_message_that_is_not_utf8_is_still_json(void **state) {
         call(fx, &r, "GET", "/bad-utf8", NULL, NULL, 0);
         assert_int_equal(r.status, 422);
         assert_string_equal(jstr(&r, "code"), "invalid");
+        assert_string_equal(jstr(&r, "message"), "field ?? is bad"); /* the rest kept */
         json_decref(r.json);
 }
 

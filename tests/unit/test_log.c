@@ -1,5 +1,6 @@
 /*
- * Unit tests of log: JSON lines, level check, secret redaction.
+ * Unit tests of log: JSON lines (UTF-8 whatever the message quotes), level check, secret
+ * redaction (also of secrets that escaping or repair would change).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -78,6 +79,27 @@ static void test_log_redacts_registered_secrets(void **state) {
         af_log_redact_clear();
 }
 
+static void log_odd_secrets(void) {
+        af_info("password pa\"ss\\word-1 and token t\xffk3n-abcd and \xc3 cut");
+}
+
+/* Secrets with a quote, a backslash or a byte that is not UTF-8 are found as the message
+ * wrote them; the line is JSON even though the message was not UTF-8. */
+static void test_log_redacts_secrets_escaping_would_change(void **state) {
+        af_log_init("coordinator", AF_LOG_INFO);
+        af_log_redact_add("pa\"ss\\word-1");
+        af_log_redact_add("t\xffk3n-abcd");
+        char *out = capture(log_odd_secrets);
+        json_error_t jerr;
+        json_t *o = json_loads(out, 0, &jerr);
+        assert_non_null(o);
+        assert_string_equal(json_string_value(json_object_get(o, "msg")),
+                            "password [redacted] and token [redacted] and ? cut");
+        json_decref(o);
+        free(out);
+        af_log_redact_clear();
+}
+
 static void test_log_level_parse(void **state) {
         assert_int_equal(af_log_level_parse("warn"), AF_LOG_WARN);
         assert_int_equal(af_log_level_parse("loud"), -1);
@@ -88,6 +110,7 @@ int main(void) {
                 cmocka_unit_test(test_log_line_is_json_with_ids),
                 cmocka_unit_test(test_log_level_checked_before_formatting),
                 cmocka_unit_test(test_log_redacts_registered_secrets),
+                cmocka_unit_test(test_log_redacts_secrets_escaping_would_change),
                 cmocka_unit_test(test_log_level_parse),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

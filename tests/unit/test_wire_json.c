@@ -330,6 +330,19 @@ static void test_check_values(void **state) {
         char big[400];
         snprintf(big, sizeof(big), "{\"case_key\":\"%0300d\"}", 0);
         check_fails(big, 100, AF_ERR_INVALID, "field \"case_key\": longer than 256");
+
+        /* A protobuf string that is not UTF-8 (JSON cannot carry one): refused, named. */
+        Agentfleet__V1__TaskRequest bad = AGENTFLEET__V1__TASK_REQUEST__INIT;
+        bad.type = "t";
+        bad.case_key = "ab\xffz";
+        assert_int_equal(af_wire_taskrequest_check(&bad, 100, 1000, errstr, sizeof(errstr)),
+                         AF_ERR_INVALID);
+        assert_string_equal(errstr, "field \"case_key\": not UTF-8 (byte 0xff at offset 2)");
+        bad.case_key = "caf\xc3\xa9"; /* well-formed: fine */
+        bad.request_id = "r\xc3";     /* cut short */
+        assert_int_equal(af_wire_taskrequest_check(&bad, 100, 1000, errstr, sizeof(errstr)),
+                         AF_ERR_INVALID);
+        assert_string_equal(errstr, "field \"request_id\": not UTF-8 (byte 0xc3 at offset 1)");
 }
 
 static void test_traceparent(void **state) {
