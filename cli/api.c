@@ -153,8 +153,14 @@ af_cli_exit_t af_cli_api(af_cli_t *cli, const char *method, const char *path, co
                 goto out;
         }
         if (w.err.err != AF_OK) {
-                snprintf(errstr, errstr_size, "%s %s: %s", method, url,
-                         w.err.msg[0] ? w.err.msg : af_err2str(w.err.err));
+                /* Most often the URL is not where the coordinator listens (the default
+                 * port, or another machine): say which setting moves it. */
+                snprintf(errstr, errstr_size, "%s %s: %s%s", method, url,
+                         w.err.msg[0] ? w.err.msg : af_err2str(w.err.err),
+                         w.err.err == AF_ERR_TRANSPORT
+                                 ? " (is the coordinator listening there? --api-url or "
+                                   "cli.api_url / AGENTFLEET_CLI_API_URL set the URL)"
+                                 : "");
                 rc = AF_CLI_EXIT_SERVER;
                 goto out;
         }

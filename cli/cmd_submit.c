@@ -27,7 +27,10 @@ static void submit_usage(FILE *out) {
                 "  given (\"-\" as FILE is stdin too). Prints the task id, or with --json the\n"
                 "  API's answer. --via-kafka produces a JSON TaskRequest to the requests topic,\n"
                 "  signed with service key ID (secret from $AGENTFLEET_INTAKE_KEY), or carrying\n"
-                "  the token when no key is given; it prints the request id.\n");
+                "  the token when no key is given; it prints the request id once the broker\n"
+                "  has it. --timeout does not bound that wait: an unreachable broker fails only\n"
+                "  after kafka.message.timeout.ms (librdkafka's default 5 min; e.g.\n"
+                "  --set kafka.message.timeout.ms=10000).\n");
 }
 
 /* Read all of f up to the cap. @returns malloc'd NUL-terminated text or NULL (errstr). */
@@ -201,8 +204,13 @@ static int submit_kafka(af_cli_t *cli, af_cli_request_t *r) {
                 if (af_loop_run(cli->loop) < 0)
                         break;
         if (!w.done || w.err != AF_OK) {
-                fprintf(stderr, "agentfleet submit: delivery to %s failed: %s\n", topic,
-                        w.done ? w.errstr : "event loop failed");
+                /* A broker that never answers shows up only here, after librdkafka's
+                 * message.timeout.ms (5 min by default): name the brokers we tried. */
+                const char *servers = af_config_str(cli->conf, "kafka.bootstrap.servers");
+                fprintf(stderr,
+                        "agentfleet submit: delivery to %s failed: %s (brokers %s, "
+                        "kafka.bootstrap.servers)\n",
+                        topic, w.done ? w.errstr : "event loop failed", servers ? servers : "?");
                 goto out;
         }
         if (cli->json) {

@@ -174,8 +174,11 @@ int af_cli_cmd_list(af_cli_t *cli, int argc, char **argv) {
         static const char usage[] =
                 "usage: agentfleet list [--status S] [--type T] [--tenant T] [--limit N]\n"
                 "                       [--cursor C] [--json]\n"
-                "  Lists tasks, newest first as the API orders them; prints the cursor of the\n"
-                "  next page when there is one.\n";
+                "  Lists tasks, newest first as the API orders them; prints the command for\n"
+                "  the next page when there is one (same filters, its --cursor). S is one of\n"
+                "  queued, running, succeeded, failed, retrying, dead, rejected,\n"
+                "  waiting_approval, cancelled, cancel_requested; --limit 1..500 (default\n"
+                "  50); --tenant defaults to the token's own.\n";
         static const struct option opts[] = {
                 {"status", required_argument, NULL, 's'},
                 {"type", required_argument, NULL, 't'},
@@ -203,7 +206,12 @@ int af_cli_cmd_list(af_cli_t *cli, int argc, char **argv) {
                 switch (c) {
                 case 's':
                         if (af_cli_status_parse(optarg) == AF_CLI_ST_UNKNOWN) {
-                                fprintf(stderr, "agentfleet list: unknown status \"%s\"\n", optarg);
+                                fprintf(stderr,
+                                        "agentfleet list: unknown status \"%s\" (one of:", optarg);
+                                for (int st = AF_CLI_ST_UNKNOWN + 1; st < AF_CLI_ST__CNT; st++)
+                                        fprintf(stderr, " %s",
+                                                af_cli_status_name((af_cli_status_t) st));
+                                fprintf(stderr, ")\n");
                                 goto out;
                         }
                         filters[0][1] = af_cli_status_name(af_cli_status_parse(optarg));
@@ -276,8 +284,15 @@ int af_cli_cmd_list(af_cli_t *cli, int argc, char **argv) {
                 goto out;
         }
         next = af_cli_json_str(answer, next_k);
-        if (next && *next)
-                printf("next page: agentfleet list --cursor %s\n", next);
+        if (next && *next) {
+                /* The cursor only says where the page ended: the next page needs the same
+                 * filters and limit again, or it lists every task from there on. */
+                printf("next page: agentfleet list");
+                for (i = 0; i < 4; i++)
+                        if (filters[i][1])
+                                printf(" --%s %s", filters[i][0], filters[i][1]);
+                printf(" --cursor %s\n", next);
+        }
 out:
         json_decref(answer);
         return rc;

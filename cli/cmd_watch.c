@@ -51,7 +51,8 @@ int af_cli_cmd_watch(af_cli_t *cli, int argc, char **argv) {
                 "  Polls the task (default every 500ms) until it is succeeded, failed, dead,\n"
                 "  rejected or cancelled, printing each transition (with --json: the task as\n"
                 "  one JSON line per transition). Exit 0 succeeded, 1 other end, 4 no such\n"
-                "  task, 5 server unreachable or --max-wait (default: none) passed.\n";
+                "  task, 5 server unreachable (10 failed polls in a row) or --max-wait\n"
+                "  (default: none) passed.\n";
         static const struct option opts[] = {
                 {"interval", required_argument, NULL, 'i'},
                 {"max-wait", required_argument, NULL, 'w'},
@@ -70,16 +71,20 @@ int af_cli_cmd_watch(af_cli_t *cli, int argc, char **argv) {
                 case 'i':
                         interval_ms = af_cli_parse_duration_ms(optarg);
                         if (interval_ms < 10) {
-                                fprintf(stderr, "agentfleet watch: --interval: expected a "
-                                                "duration of at least 10ms\n");
+                                fprintf(stderr,
+                                        "agentfleet watch: --interval: expected a duration "
+                                        "of at least 10ms like 500ms or 2s, got \"%s\"\n",
+                                        optarg);
                                 goto out;
                         }
                         break;
                 case 'w':
                         max_wait_ms = af_cli_parse_duration_ms(optarg);
                         if (max_wait_ms < 0) {
-                                fprintf(stderr, "agentfleet watch: --max-wait: expected a "
-                                                "duration like 2m\n");
+                                fprintf(stderr,
+                                        "agentfleet watch: --max-wait: expected a duration "
+                                        "like 2m, got \"%s\"\n",
+                                        optarg);
                                 goto out;
                         }
                         break;

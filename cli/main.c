@@ -53,8 +53,7 @@ static void usage(FILE *out) {
                      "`agentfleet COMMAND --help` shows a command's options.\n"
                      "exit codes: 0 ok (watch: succeeded), 1 task ended not succeeded, 2 usage,\n"
                      "            3 auth (401/403), 4 not found, 5 server or network error\n"
-                     "\n"
-                     "settings (file, AGENTFLEET_* environment, --set):\n");
+                     "\n");
         af_config_print_help(out, AF_SCOPE_CLI);
 }
 

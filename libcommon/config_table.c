@@ -61,7 +61,7 @@ const af_setting_t af_settings[] = {
 
         {"http.address", S, "127.0.0.1", 0, 0, CO, 0, "Address the coordinator's API listens on."},
         {"http.port", I, "8080", 0, 65535, CO, 0,
-         "Port of the coordinator's API, metrics and dashboard; 0 picks a free port."},
+         "Port of the coordinator's API, /metrics, /healthz and /readyz; 0 picks a free port."},
         {"http.max_body", Z, "1MiB", 1 * KIB, 64 * MIB, CO, 0,
          "Largest request body the API accepts (413 above it)."},
         {"http.timeout", D, "30s", 1 * SEC, 10 * MIN, CO, 0,
