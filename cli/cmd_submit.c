@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "ids.h"
+#include "jsonfmt.h"
 #include "kafka.h"
 
 #include "cli.h"
@@ -118,7 +119,7 @@ static int submit_api(af_cli_t *cli, const af_cli_request_t *r) {
                 snprintf(idem_hdr, sizeof(idem_hdr), "Idempotency-Key: %s", r->idempotency_key);
                 hdrs[0] = idem_hdr;
         }
-        text = json_dumps(body, JSON_COMPACT);
+        text = af_json_dumps(body, JSON_COMPACT);
         if (!text)
                 goto out;
         rc = af_cli_api(cli, "POST", "/v1/tasks", text, hdrs, &status, &answer, errstr,

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "jsonfmt.h"
 
 const char *af_cli_json_str(const json_t *obj, const char *const *names) {
         for (; obj && *names; names++) {
@@ -35,7 +36,7 @@ af_cli_status_t af_cli_task_status(const json_t *task) {
 }
 
 void af_cli_print_json(const json_t *v) {
-        char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *s = af_json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
         if (s) {
                 fputs(s, stdout);
                 fputc('\n', stdout);
@@ -52,8 +53,7 @@ static void print_value(const json_t *v) {
                 fputs(json_string_value(v), stdout);
                 return;
         }
-        /* 15 digits: 0.94 reads as 0.94, not as its nearest double 0.93999999999999995. */
-        s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+        s = af_json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
         if (s) {
                 fputs(s, stdout);
                 free(s);

@@ -10,6 +10,7 @@
 
 #include "crypto.h"
 #include "ids.h"
+#include "jsonfmt.h"
 #include "wire_json.h"
 
 #include "cli.h"
@@ -74,7 +75,7 @@ char *af_cli_request_json(const af_cli_request_t *r, char *errstr, size_t errstr
                 snprintf(errstr, errstr_size, "a request needs a service key or a token");
                 goto out;
         }
-        text = json_dumps(j, JSON_COMPACT);
+        text = af_json_dumps(j, JSON_COMPACT);
         if (!text)
                 snprintf(errstr, errstr_size, "out of memory");
 out:

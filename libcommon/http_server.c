@@ -58,6 +58,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "http_route.h"
+#include "jsonfmt.h"
 #include "log.h"
 #include "utf8.h"
 
@@ -675,7 +676,8 @@ void af_http_reply_json(af_http_req_t *req, int status, json_t *body) {
         if (!req->closed && req->evreq) {
                 struct evbuffer *buf = evhttp_request_get_output_buffer(req->evreq);
                 /* Serialized straight into evhttp's output buffer, no intermediate string. */
-                if (body && json_dump_callback(body, reply_json_dump_cb, buf, JSON_COMPACT) < 0) {
+                if (body && json_dump_callback(body, reply_json_dump_cb, buf,
+                                               af_json_flags(body, JSON_COMPACT)) < 0) {
                         evbuffer_drain(buf, evbuffer_get_length(buf));
                         evbuffer_add_printf(buf, "{\"code\":\"internal\",\"message\":\"reply did "
                                                  "not serialize\"}");

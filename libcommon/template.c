@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonfmt.h"
+
 #define TEMPLATE_NAME_MAX 256
 
 /* One resolved value: either a JSON value or a plain string. */
@@ -156,7 +158,7 @@ static af_err_t tmpl_put(const char *tmpl, const char *name, size_t off, af_temp
                                          json_is_object(v->json) ? "an object" : "an array");
                         goto out;
                 }
-                dump = json_dumps(v->json, JSON_COMPACT | JSON_ENCODE_ANY);
+                dump = af_json_dumps(v->json, JSON_COMPACT | JSON_ENCODE_ANY);
                 if (!dump) {
                         err = AF_ERR_NOMEM;
                         goto out;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "utf8.h"
+#include "jsonfmt.h"
 
 /* ======================================================================================= */
 /* TaskRequest from JSON                                                                    */
@@ -98,7 +99,7 @@ static af_err_t take_payload(const json_t *v, char **out, bool *object, char *er
                                  "field \"payload\": expected an object or a string holding "
                                  "JSON text, got %s",
                                  json_kind_name(v));
-        *out = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+        *out = af_json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
         *object = *out != NULL;
         return *out ? AF_OK : AF_ERR_NOMEM;
 }

@@ -16,7 +16,8 @@
  * for both the protobuf and the JSON form. `payload` is the payload text as it travels: the
  * protobuf field verbatim; in JSON, the string verbatim when `payload` is a JSON string (the
  * form to use when signing from another language), or jansson's compact, key-sorted dump
- * (JSON_COMPACT | JSON_SORT_KEYS) when it is an object. The token, key_id, signature, priority,
+ * (JSON_COMPACT | JSON_SORT_KEYS, reals in the fewest digits that read back exactly: see
+ * jsonfmt.h) when it is an object. The token, key_id, signature, priority,
  * deadline, max_attempts and traceparent fields are not signed.
  *
  * Everything here is pure (no I/O, no globals) and safe from any thread.

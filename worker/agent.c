@@ -18,6 +18,7 @@
 #include "agent_parse.h"
 #include "buf.h"
 #include "clock.h"
+#include "jsonfmt.h"
 #include "log.h"
 #include "worker.h"
 
@@ -79,7 +80,7 @@ static af_err_t agent_tool_message(af_wtask_t *t, const char *call_id, const cha
 
 static af_err_t agent_tool_error(af_wtask_t *t, const char *call_id, const char *msg) {
         json_t *j = json_pack("{s:s}", "error", msg);
-        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        char *s = j ? af_json_dumps(j, JSON_COMPACT) : NULL;
         af_err_t err = s ? agent_tool_message(t, call_id, s) : AF_ERR_NOMEM;
         free(s);
         json_decref(j);
@@ -101,7 +102,7 @@ static void agent_on_tool_done(af_wtask_t *t, json_t *output, const af_error_t *
                 }
                 e = agent_tool_error(t, call->id, err->msg);
         } else {
-                char *s = json_dumps(output, JSON_COMPACT | JSON_ENCODE_ANY);
+                char *s = af_json_dumps(output, JSON_COMPACT | JSON_ENCODE_ANY);
                 e = s ? agent_tool_message(t, call->id, s) : AF_ERR_NOMEM;
                 free(s);
                 json_decref(output);
@@ -241,7 +242,7 @@ static void agent_on_model(const af_http_response_t *resp, const af_error_t *err
         }
         af_chat_reply_clear(&run->reply);
         free(t->output);
-        t->output = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
+        t->output = af_json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
         json_decref(out);
         agent_price(t);
         if (!t->output) {
@@ -278,7 +279,7 @@ static void agent_call_model(af_wtask_t *t) {
                 json_object_set(req_body, "tools", run->tools);
         if (req_body && a->temperature > 0)
                 json_object_set_new(req_body, "temperature", json_real(a->temperature));
-        body = req_body ? json_dumps(req_body, JSON_COMPACT) : NULL;
+        body = req_body ? af_json_dumps(req_body, JSON_COMPACT) : NULL;
         blen = a->base_url ? strlen(a->base_url) : 0;
         while (blen > 0 && a->base_url[blen - 1] == '/')
                 blen--;

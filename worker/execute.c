@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "jsonfmt.h"
 #include "log.h"
 #include "wire_json.h"
 #include "worker.h"
@@ -76,7 +77,7 @@ static void execute_integration_done(af_wtask_t *t, json_t *output, const af_err
         } else {
                 free(t->output);
                 /* ENCODE_ANY: an integration may answer a bare string or number. */
-                t->output = json_dumps(output, JSON_COMPACT | JSON_ENCODE_ANY);
+                t->output = af_json_dumps(output, JSON_COMPACT | JSON_ENCODE_ANY);
                 if (!t->output) {
                         af_error_t e;
                         af_error_set(&e, AF_ERR_NOMEM, "cannot serialize the output");

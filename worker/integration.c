@@ -17,6 +17,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "jsonfmt.h"
 #include "log.h"
 #include "worker.h"
 
@@ -201,7 +202,7 @@ void af_integration_call(af_wtask_t *t, const af_integration_t *in, const json_t
                 body_ptr = af_buf_str(&body);
                 body_len = body.len;
         } else if (args) {
-                dumped = json_dumps(args, JSON_COMPACT);
+                dumped = af_json_dumps(args, JSON_COMPACT);
                 body_ptr = dumped;
                 body_len = dumped ? strlen(dumped) : 0;
         } else if (strcmp(method, "GET") && strcmp(method, "DELETE") && strcmp(method, "HEAD")) {

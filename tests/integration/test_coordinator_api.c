@@ -115,8 +115,8 @@ static void test_submit_publishes_and_get_shows_it(void **state) {
         if (skipped)
                 skip();
         h_resp_t r = h_submit(H_TOKEN_A,
-                              "{\"type\":\"claim.check\",\"payload\":{\"claim_id\":\"C-9\"},"
-                              "\"case_key\":\"C-9\",\"priority\":3}",
+                              "{\"type\":\"claim.check\",\"payload\":{\"claim_id\":\"C-9\","
+                              "\"amount\":172.46},\"case_key\":\"C-9\",\"priority\":3}",
                               NULL);
         assert_int_equal(r.status, 202);
         assert_string_equal(h_str(r.json, "status"), "queued");
@@ -137,7 +137,8 @@ static void test_submit_publishes_and_get_shows_it(void **state) {
         assert_int_equal(tm.task->priority, 3);
         assert_int_equal(tm.task->attempt, 1);
         assert_string_equal(tm.task->versions->config_hash, H.config_hash);
-        assert_string_equal(tm.task->payload, "{\"claim_id\":\"C-9\"}");
+        /* The amount as it was written (not jansson's default 172.46000000000001). */
+        assert_string_equal(tm.task->payload, "{\"amount\":172.46,\"claim_id\":\"C-9\"}");
         agentfleet__v1__task__free_unpacked(tm.task, NULL);
 
         /* And visible through the index right away. */

@@ -25,7 +25,7 @@ static int fx_setup(void **state) {
         static fx_t fx;
         json_error_t jerr;
         memset(&fx, 0, sizeof(fx));
-        fx.payload = json_loads("{\"claim_id\":\"C 1/2?\",\"amount\":1250.5,\"ok\":true,"
+        fx.payload = json_loads("{\"claim_id\":\"C 1/2?\",\"amount\":172.46,\"ok\":true,"
                                 "\"patient\":{\"name\":\"Zoé \\\"Z\\\"\",\"ids\":[7,8]},"
                                 "\"note\":\"a\\r\\nX-Evil: 1\"}",
                                 0, &jerr);
@@ -60,6 +60,16 @@ static const char *render(fx_t *fx, const char *tmpl, af_template_mode_t mode, a
         return af_buf_str(&fx->out);
 }
 
+/* A claim's amount goes out as it came in (172.46), not as jansson's default 17 digits of its
+ * nearest double (172.46000000000001), in a URL as in a body. */
+static void test_numbers_keep_their_digits(void **state) {
+        fx_t *fx = *state;
+        assert_string_equal(render(fx, "{\"a\":{{payload.amount}}}", AF_TEMPLATE_JSON, AF_OK),
+                            "{\"a\":172.46}");
+        assert_non_null(
+                strstr(render(fx, "{{payload}}", AF_TEMPLATE_JSON, AF_OK), "\"amount\":172.46,"));
+}
+
 static void test_url_values_are_percent_encoded(void **state) {
         fx_t *fx = *state;
         assert_string_equal(render(fx, "http://h/crm/claims/{{payload.claim_id}}?t={{ task.id }}",
@@ -67,7 +77,7 @@ static void test_url_values_are_percent_encoded(void **state) {
                             "http://h/crm/claims/C%201%2F2%3F?t=01J0TASK");
         assert_string_equal(render(fx, "/a/{{payload.amount}}/{{payload.ok}}/{{task.attempt}}",
                                    AF_TEMPLATE_URL, AF_OK),
-                            "/a/1250.5/true/2");
+                            "/a/172.46/true/2");
 }
 
 static void test_url_refuses_objects(void **state) {
@@ -197,6 +207,7 @@ static void test_reads_names_the_root_only(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_url_values_are_percent_encoded),
+                cmocka_unit_test(test_numbers_keep_their_digits),
                 cmocka_unit_test(test_url_refuses_objects),
                 cmocka_unit_test(test_json_body_encodes_every_value),
                 cmocka_unit_test(test_whole_payload_in_body),

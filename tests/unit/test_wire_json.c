@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "dlq.h"
+#include "jsonfmt.h"
 #include "wire_json.h"
 
 static Agentfleet__V1__TaskRequest *parse_ok(const char *json, unsigned flags) {
@@ -345,6 +346,37 @@ static void test_check_values(void **state) {
         assert_string_equal(errstr, "field \"request_id\": not UTF-8 (byte 0xc3 at offset 1)");
 }
 
+/* Reals are written in the fewest digits (15..17) at which every one reads back exactly. */
+static void test_json_dumps_keeps_numbers(void **state) {
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                {"{\"amount\":172.46,\"score\":0.86,\"n\":3,\"x\":2.0}",
+                 "{\"amount\":172.46,\"score\":0.86,\"n\":3,\"x\":2.0}"},
+                {"[0.1,[{\"deep\":1e-7}]]", "[0.1,[{\"deep\":1e-7}]]"},
+                /* needs 17 digits: then every real gets them, and still reads back */
+                {"[0.30000000000000004,0.5]", "[0.30000000000000004,0.5]"},
+                {"[5e-324]", "[4.94065645841247e-324]"},
+        };
+        json_error_t jerr;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                json_t *j = json_loads(cases[i].in, 0, &jerr);
+                assert_non_null(j);
+                char *s = af_json_dumps(j, JSON_COMPACT);
+                assert_string_equal(s, cases[i].out);
+                json_t *back = json_loads(s, 0, &jerr);
+                assert_true(json_equal(back, j));
+                json_decref(back);
+                free(s);
+                json_decref(j);
+        }
+        json_t *r = json_real(172.46);
+        char *s = af_json_dumps(r, JSON_ENCODE_ANY | JSON_REAL_PRECISION(4)); /* caller's wins */
+        assert_string_equal(s, "172.5");
+        free(s);
+        json_decref(r);
+}
+
 static void test_traceparent(void **state) {
         assert_true(af_wire_traceparent_valid(
                 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
@@ -568,6 +600,7 @@ int main(void) {
                 cmocka_unit_test(test_payload_object_is_not_parsed_again),
                 cmocka_unit_test(test_check_values),
                 cmocka_unit_test(test_traceparent),
+                cmocka_unit_test(test_json_dumps_keeps_numbers),
                 cmocka_unit_test(test_json_surely_valid_cases),
                 cmocka_unit_test(test_json_surely_valid_depth),
                 cmocka_unit_test(test_json_surely_valid_never_disagrees),
