@@ -196,12 +196,16 @@ static void agent_on_model(const af_http_response_t *resp, const af_error_t *err
                 return;
         t->http_busy = false;
         t->llm_calls++;
+        snprintf(what, sizeof(what), "model %s of agent %s", run->agent->model, run->agent->name);
         if (err && err->err) {
-                agent_audit_llm(t, NULL, err, 0, 0);
-                agent_end_error(t, err, NULL);
+                /* curl's message ("Couldn't connect to server") does not say what was called. */
+                af_error_set_retriable(&e, err->err, err->retriable, "%s at %s: %s", what,
+                                       run->agent->base_url ? run->agent->base_url : "?", err->msg);
+                e.http_status = err->http_status;
+                agent_audit_llm(t, NULL, &e, 0, 0);
+                agent_end_error(t, &e, NULL);
                 return;
         }
-        snprintf(what, sizeof(what), "model %s of agent %s", run->agent->model, run->agent->name);
         af_integration_classify(resp, what, &e);
         if (e.err) {
                 agent_audit_llm(t, resp, &e, 0, 0);

@@ -101,7 +101,7 @@ static void worker_usage(FILE *out) {
                 "  --help, --version\n"
                 "\n"
                 "SIGTERM/SIGINT drain (finish or hand back in-flight tasks, commit, leave the\n"
-                "group); SIGHUP reloads the catalog.\n\nSettings:\n");
+                "group); SIGHUP reloads the catalog.\n\n");
         af_config_print_help(out, AF_SCOPE_WORKER);
 }
 

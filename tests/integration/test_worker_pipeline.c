@@ -103,7 +103,8 @@ static struct {
         char id_ok[27], id_503[27], id_404[27], id_agent[27];
         char id_precancel[27], id_held[27], id_cancel_run[27], id_handback[27];
         char id_timeout[27], id_past_deadline[27], id_odd[27];
-        char id_echo[27], id_bad_echo[27], id_bad_crm[27];
+        char id_echo[27], id_bad_echo[27], id_bad_crm[27], id_unreachable[27];
+        int closed_port; /* nothing listens there */
         int metrics_port;
         char *metrics; /* /metrics text scraped before SIGTERM */
         int64_t handback_offset;
@@ -340,11 +341,11 @@ static bool phase1_done(void) {
                finals(R.id_past_deadline, f, 4) >= 1 && finals(R.id_precancel, f, 4) >= 1 &&
                finals(R.id_held, f, 4) >= 1 && finals(R.id_ok, f, 4) >= 1 &&
                finals(R.id_503, f, 4) >= 1 && finals(R.id_404, f, 4) >= 1 &&
-               finals(R.id_agent, f, 4) >= 1 && finals(R.id_echo, f, 4) >= 1 &&
-               finals(R.id_bad_echo, f, 4) >= 1 && finals(R.id_bad_crm, f, 4) >= 1 &&
-               R.ndlqs >= 1 && has_audit(R.id_ok, "task.result") &&
-               has_audit(R.id_503, "task.result") && has_audit(R.id_404, "task.result") &&
-               has_audit(R.id_agent, "task.result");
+               finals(R.id_unreachable, f, 4) >= 1 && finals(R.id_agent, f, 4) >= 1 &&
+               finals(R.id_echo, f, 4) >= 1 && finals(R.id_bad_echo, f, 4) >= 1 &&
+               finals(R.id_bad_crm, f, 4) >= 1 && R.ndlqs >= 1 &&
+               has_audit(R.id_ok, "task.result") && has_audit(R.id_503, "task.result") &&
+               has_audit(R.id_404, "task.result") && has_audit(R.id_agent, "task.result");
 }
 
 static bool phase2_done(void) {
@@ -470,7 +471,7 @@ static void scrape_metrics(void) {
 
 /* ---- set-up ------------------------------------------------------------------------------ */
 
-static void write_config(int stub_port) {
+static void write_config(int stub_port, int closed_port) {
         FILE *f = fopen(R.conf_path, "w");
         assert_non_null(f);
         fprintf(f,
@@ -494,6 +495,7 @@ static void write_config(int stub_port) {
                 "  refusing:\n    method: POST\n    url: \"http://127.0.0.1:%d/fail/404\"\n"
                 "  slow:\n    method: POST\n    url: \"http://127.0.0.1:%d/slow/20000\"\n"
                 "    timeout: 30s\n"
+                "  gone:\n    method: POST\n    url: \"http://127.0.0.1:%d/nobody\"\n"
                 "agents:\n  tester:\n    version: \"7\"\n"
                 "    base_url: \"http://127.0.0.1:%d/v1/\"\n    model: stub-1\n"
                 "    tools: [rules_check, crm_update]\n    max_steps: 3\n"
@@ -511,10 +513,11 @@ static void write_config(int stub_port) {
                 "  slow.call: {integration: slow, lane: default}\n"
                 "  slow.bounded: {integration: slow, lane: default, timeout: 1s}\n"
                 "  claim.triage: {agent: tester, lane: default}\n"
-                "  echo.call: {integration: echo, lane: default}\n",
+                "  echo.call: {integration: echo, lane: default}\n"
+                "  gone.call: {integration: gone, lane: default}\n",
                 R.prefix, R.bootstrap, R.redis_port, AUDIT_KEY, R.worker_id, R.group,
                 R.metrics_port, stub_port, stub_port, stub_port, stub_port, stub_port, stub_port,
-                stub_port, stub_port);
+                closed_port, stub_port, stub_port);
         fclose(f);
 }
 
@@ -581,7 +584,8 @@ static int group_setup(void **state) {
         af_http_server_route(R.stub, "POST", "/odd/v1/chat/completions", false, stub_odd_chat,
                              NULL);
         R.metrics_port = free_port();
-        write_config(af_http_server_port(R.stub));
+        R.closed_port = free_port();
+        write_config(af_http_server_port(R.stub), R.closed_port);
 
         R.producer = af_producer_new(R.loop, R.conf, errstr, sizeof(errstr));
         assert_non_null(R.producer);
@@ -639,6 +643,7 @@ static int group_setup(void **state) {
         produce_task(R.id_ok, "crm.update", "{\"claim_id\":\"C-1\",\"amount\":10}", "idem-C-1");
         produce_task(R.id_503, "flaky.call", "{\"claim_id\":\"C-2\"}", NULL);
         produce_task(R.id_404, "refused.call", "{\"claim_id\":\"C-3\"}", NULL);
+        produce_task(R.id_unreachable, "gone.call", "{\"claim_id\":\"C-12\"}", NULL);
         produce_task(R.id_agent, "claim.triage", "{\"claim_id\":\"C-9\",\"amount\":120}", NULL);
         /* An integration that names no payload variable sends the payload text on as it is
          * (its tree is never built), but a malformed payload still fails, with or without a
@@ -898,6 +903,17 @@ static void test_4xx_fails_not_retriable(void **state) {
         assert_non_null(f[0]->error);
         assert_string_equal(f[0]->error->code, "http_404");
         assert_false(f[0]->error->retriable);
+}
+
+/* A connection refused is retriable, and the message says which integration it was (curl's
+ * own words do not). */
+static void test_unreachable_integration_is_named(void **state) {
+        Agentfleet__V1__TaskResult *f[2];
+        assert_int_equal(finals(R.id_unreachable, f, 2), 1);
+        assert_int_equal(f[0]->status, AGENTFLEET__V1__TASK_STATUS__TASK_STATUS_FAILED);
+        assert_string_equal(f[0]->error->code, "transport");
+        assert_true(f[0]->error->retriable);
+        assert_true(!strncmp(f[0]->error->message, "gone: ", 6));
 }
 
 static void test_agent_two_tool_calls_and_json_output(void **state) {
@@ -1162,8 +1178,8 @@ static void test_offsets_committed_to_the_end(void **state) {
                         assert_int_equal(parts->elems[p].offset, hi);
         }
         /* 4 tasks + poison + redelivery + cancelled + held + cancel-run + hand-back + timeout
-         * + past deadline + odd agent + 3 echo/bad payload tasks. */
-        assert_int_equal(total, 16);
+         * + past deadline + odd agent + 3 echo/bad payload tasks + unreachable. */
+        assert_int_equal(total, 17);
         rd_kafka_topic_partition_list_destroy(parts);
         rd_kafka_destroy(rk);
 }
@@ -1206,6 +1222,7 @@ int main(void) {
                 cmocka_unit_test(test_audit_details_are_exact),
                 cmocka_unit_test(test_5xx_fails_retriable),
                 cmocka_unit_test(test_4xx_fails_not_retriable),
+                cmocka_unit_test(test_unreachable_integration_is_named),
                 cmocka_unit_test(test_agent_two_tool_calls_and_json_output),
                 cmocka_unit_test(test_audit_events_recorded_and_chain_verifies),
                 cmocka_unit_test(test_poison_message_is_dead_lettered),
