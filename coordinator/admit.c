@@ -416,11 +416,34 @@ static void idem_mark_published(adm_t *a) {
         af_redis_commandv(a->co->redis, NULL, NULL, 5, argv, NULL);
 }
 
+/* Kafka did not answer a record of this admission in time (librdkafka's message timeout),
+ * after it was sent: it may be in the log. With an idempotency key the admission is left as
+ * a coordinator that died would leave it: the key stays, no FAILED record, and a repeat after
+ * the takeover grace publishes the task again under the same id (step 4b). Deleting the key
+ * would let that repeat make a second task while the first may run. @returns whether it
+ * was left so; the caller still answers "retry". */
+static bool publish_in_doubt(adm_t *a, af_err_t err, const char *errstr) {
+        if (err != AF_ERR_IN_DOUBT || !a->idem_reserved)
+                return false;
+        a->idem_reserved = false; /* the key is not ours to delete any more */
+        af_log_task(AF_LOG_WARN, a->task.id, NULL,
+                    "Kafka did not confirm the task in time (%s); it may be published: left to "
+                    "a repeat after the takeover grace",
+                    errstr ? errstr : af_err2str(err));
+        adm_finish(a, AF_ERR_UNAVAILABLE,
+                   "Kafka did not confirm the task in time; it may be published: retry with the "
+                   "same idempotency key",
+                   false, NULL);
+        return true;
+}
+
 static void task_dr(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
                     void *opaque) {
         adm_t *a = opaque;
         json_t *j;
 
+        if (publish_in_doubt(a, err, errstr))
+                return;
         if (err) {
                 af_log_task(AF_LOG_ERROR, a->task.id, NULL, "task not published to %s: %s",
                             a->topic_tasks, errstr ? errstr : af_err2str(err));
@@ -472,10 +495,13 @@ static void publish_task(adm_t *a) {
 static void queued_dr(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
                       void *opaque) {
         adm_t *a = opaque;
+        if (err)
+                af_index_own_drop(a->co->index, &a->queued);
+        if (publish_in_doubt(a, err, errstr))
+                return;
         if (err) {
                 af_log_task(AF_LOG_WARN, a->task.id, NULL, "QUEUED record not produced: %s",
                             errstr ? errstr : af_err2str(err));
-                af_index_own_drop(a->co->index, &a->queued);
                 adm_finish(a, AF_ERR_UNAVAILABLE, "Kafka did not accept the task; retry", false,
                            NULL);
                 return;

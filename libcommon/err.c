@@ -33,6 +33,7 @@ static const struct {
         [AF_ERR_STATE] = {"state", "invalid state", false},
         [AF_ERR_CANCELLED] = {"cancelled", "cancelled", false},
         [AF_ERR_INTERNAL] = {"internal", "internal error", false},
+        [AF_ERR_IN_DOUBT] = {"in_doubt", "no answer in time: it may have happened", true},
 };
 
 const char *af_err2str(af_err_t err) {

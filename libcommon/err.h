@@ -30,6 +30,7 @@ typedef enum {
         AF_ERR_STATE, /* wrong state: lease lost, shutting down, cancelled */
         AF_ERR_CANCELLED,
         AF_ERR_INTERNAL,
+        AF_ERR_IN_DOUBT, /* it may or may not have happened (a write whose answer never came) */
         AF_ERR__CNT
 } af_err_t;
 

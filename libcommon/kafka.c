@@ -248,8 +248,13 @@ static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *
         p->outq--;
         if (!dr)
                 return;
-        dr->cb(kafka_err_map(rkm->err), rkm->err ? rd_kafka_err2str(rkm->err) : NULL,
-               rkm->partition, rkm->err ? -1 : rkm->offset, dr->opaque);
+        af_err_t err = kafka_err_map(rkm->err);
+        /* A message sent whose acknowledgement never came (message.timeout.ms) may be in the
+         * log all the same: a caller must not act as if it were not. */
+        if (err && rd_kafka_message_status(rkm) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED)
+                err = AF_ERR_IN_DOUBT;
+        dr->cb(err, rkm->err ? rd_kafka_err2str(rkm->err) : NULL, rkm->partition,
+               rkm->err ? -1 : rkm->offset, dr->opaque);
         free(dr);
 }
 

@@ -42,8 +42,10 @@ char *af_kafka_topic(const af_config_t *conf, const char *suffix, char *out, siz
 
 /* ---- producer ----------------------------------------------------------------------------- */
 
-/* Delivery report: err is AF_OK once the broker acknowledged (acks=all), else the reason.
- * Called exactly once per accepted af_producer_send(), from the loop thread. */
+/* Delivery report: err is AF_OK once the broker acknowledged (acks=all), else the reason:
+ * AF_ERR_IN_DOUBT when the message was sent but no acknowledgement came in time (it may be in
+ * the log), any other error when it surely is not. Called exactly once per accepted
+ * af_producer_send(), from the loop thread. */
 typedef void(af_delivery_cb_t)(af_err_t err, const char *errstr, int32_t partition, int64_t offset,
                                void *opaque);
 

@@ -1,7 +1,8 @@
 /*
  * test_kafka_mock: libcommon's kafka against librdkafka's in-process mock cluster — fast
  * checks of the delivery-report path (one report per accepted send, with its offset; an
- * undeliverable message reports a timeout once), argument and configuration errors, the
+ * undeliverable message reports a timeout once, one sent but not acknowledged in time
+ * reports "in doubt"), argument and configuration errors, the
  * consumer's offset store on a partition it does not own, a produce→consume round trip, and a
  * hold that delivers nothing, keeps what was pre-fetched and fetches nothing twice.
  * The real broker is exercised by tests/integration/test_kafka_roundtrip.c.
@@ -171,6 +172,36 @@ static void test_undeliverable_reports_timeout_once(void **state) {
         af_producer_destroy(p);
         for (int i = 0; i < 3; i++)
                 assert_int_equal(rs.r[i].calls, 1);
+}
+
+/* Sent, but the acknowledgement is later than the message timeout: the message may be in the
+ * log, and the report says so (AF_ERR_IN_DOUBT), unlike one that never left (above). */
+static void test_unacknowledged_send_reports_in_doubt(void **state) {
+        env_t *env = *state;
+        char errstr[256];
+        reports_t rs = {.want = 1};
+        dr_ctx_t ctx = {.rs = &rs, .idx = 0};
+        conf_set(env->conf, "kafka.message.timeout.ms", "500");
+        af_producer_t *p = af_producer_new(env->loop, env->conf, errstr, sizeof(errstr));
+        assert_non_null(p);
+        rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(af_producer_rk(p));
+        assert_int_equal(rd_kafka_mock_topic_create(mc, "unit.tasks", 1, 1), 0);
+        /* A first message, answered at once, so that the producer is connected and idle. */
+        assert_int_equal(af_producer_send(p, "unit.tasks", 0, NULL, 0, "w", 1, NULL, 0, on_delivery,
+                                          &ctx, errstr, sizeof(errstr)),
+                         AF_OK);
+        run_until(env->loop, &rs.done, "the first report");
+        assert_int_equal(rs.r[0].err, AF_OK);
+        rs = (reports_t){.want = 1};
+        assert_int_equal(rd_kafka_mock_broker_set_rtt(mc, 1, 3000), 0);
+        assert_int_equal(af_producer_send(p, "unit.tasks", 0, NULL, 0, "x", 1, NULL, 0, on_delivery,
+                                          &ctx, errstr, sizeof(errstr)),
+                         AF_OK);
+        run_until(env->loop, &rs.done, "the in-doubt report");
+        assert_int_equal(rs.r[0].calls, 1);
+        assert_int_equal(rs.r[0].err, AF_ERR_IN_DOUBT);
+        assert_int_equal(rs.r[0].offset, -1);
+        af_producer_destroy(p);
 }
 
 static void test_send_without_callback_is_invalid(void **state) {
@@ -361,6 +392,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_each_send_gets_one_report_with_offset, setup,
                                                 teardown),
                 cmocka_unit_test_setup_teardown(test_undeliverable_reports_timeout_once, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_unacknowledged_send_reports_in_doubt, setup,
                                                 teardown),
                 cmocka_unit_test_setup_teardown(test_send_without_callback_is_invalid, setup,
                                                 teardown),
