@@ -8,6 +8,10 @@
  * so the API/Kafka mix holds during the whole run. A refused-but-retriable submission (5xx,
  * 429, network, failed delivery) is retried with back-off under the same idempotency key,
  * which the coordinator uses to return the same task: a retry can never double a task.
+ * Retries go on until the run's --timeout, not for a number of attempts: while Kafka is down
+ * an API submit waits for the broker, and every repeat under its key is answered 503 "still
+ * being admitted" until the first one is published, so a fixed count (it was 8, ~12 s of
+ * back-off) gave up on tasks that were admitted and ran, and reported them as submit errors.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +25,6 @@
 
 #include "drive.h"
 
-#define DRIVE_MAX_ATTEMPTS  8
 #define DRIVE_RETRY_BASE_MS 100
 #define DRIVE_RETRY_CAP_MS  5000
 
@@ -168,18 +171,19 @@ static void task_refuse(drive_t *d, int64_t idx, const char *why) {
 }
 
 /* Queue task idx for another attempt after a back-off (or retry_after_ms when the server
- * said so), or refuse it when it has had its attempts. */
+ * said so), or refuse it when that attempt would come after the run's deadline (the run
+ * stops there anyway). */
 static void task_retry(drive_t *d, int64_t idx, int64_t retry_after_ms, const char *why) {
         drive_task_t *t = &d->tasks[idx];
         int64_t delay_ms;
 
-        if (t->attempts >= DRIVE_MAX_ATTEMPTS) {
-                task_refuse(d, idx, why);
-                return;
-        }
         delay_ms = af_backoff_delay_ms(t->attempts, DRIVE_RETRY_BASE_MS, DRIVE_RETRY_CAP_MS);
         if (retry_after_ms > delay_ms)
                 delay_ms = retry_after_ms > 60000 ? 60000 : retry_after_ms;
+        if (drive_now_us() + delay_ms * 1000 >= d->start_us + d->o.timeout_ms * 1000) {
+                task_refuse(d, idx, why);
+                return;
+        }
         t->sub = DRIVE_SUB_PENDING;
         t->due_us = drive_now_us() + delay_ms * 1000;
         d->retry_q[(d->retry_head + d->retry_len) % d->o.tasks] = idx;
@@ -273,7 +277,8 @@ static bool api_send(drive_t *d, int64_t idx) {
         }
         ctx = NULL; /* owned by the callback now */
         d->tasks[idx].sub = DRIVE_SUB_SENDING;
-        d->tasks[idx].attempts++;
+        if (d->tasks[idx].attempts < UINT8_MAX) /* retries are bounded by time, not count */
+                d->tasks[idx].attempts++;
         d->api_in_flight++;
         ok = true;
 out:
@@ -405,7 +410,8 @@ static bool kafka_send(drive_t *d, int64_t idx) {
         }
         ctx = NULL; /* owned by the delivery callback now */
         d->tasks[idx].sub = DRIVE_SUB_SENDING;
-        d->tasks[idx].attempts++;
+        if (d->tasks[idx].attempts < UINT8_MAX) /* retries are bounded by time, not count */
+                d->tasks[idx].attempts++;
         d->kafka_outstanding++;
         ok = true;
 out:

@@ -12,7 +12,15 @@
 # Needs AF_TEST_KAFKA, AF_TEST_REDIS_PORT and AF_BINARY_DIR; fleet_init prints SKIP and exits 0
 # only when AF_TEST_KAFKA (or AF_TEST_REDIS_PORT) is unset.
 #
+# A test that must stop or kill a service (the shared one serves the tests after it) runs on a
+# private stack instead: fleet_init_private starts a Kafka broker and a Redis server of its
+# own with scripts/services, as a user would, on free ports with the run folder in $WORK/stack,
+# points everything fleet_init sets at them, and the cleanup stops them (also on failure).
+# It skips under the same condition as fleet_init, so one test suite run has one switch.
+#
 #   fleet_init NAME                       env, topics, trap; sets WORK, RUN, PREFIX, ports
+#   fleet_init_private NAME               the same on a private Kafka + Redis (STACK_* below)
+#   fleet_stack CMD                       scripts/services CMD (start, stop, ...) on that stack
 #   fleet_setup NAME                      only folders, trap, RUN (for tests without services)
 #   fleet_start NAME BINARY [ARGS...]     start a daemon in the background, log in $WORK/NAME.log
 #   fleet_start_simagent / fleet_start_coordinator [ARGS...]   and wait until they answer
@@ -27,11 +35,58 @@
 FLEET_READY_S=${FLEET_READY_S:-60}
 
 fleet_init() {
+        fleet_skip_without_services
+        fleet_setup "$1"
+        fleet_env
+}
+
+fleet_skip_without_services() {
         if [[ -z "${AF_TEST_KAFKA:-}" || -z "${AF_TEST_REDIS_PORT:-}" ]]; then
                 echo "SKIP: AF_TEST_KAFKA and AF_TEST_REDIS_PORT are not set"
                 exit 0
         fi
+}
+
+# fleet_init_private NAME: fleet_init on a stack of the test's own. Sets STACK_DIR (the run
+# folder, holding kafka/kafka.pid and the logs), STACK_KAFKA_PORT, STACK_CONTROLLER_PORT and
+# STACK_REDIS_PORT, and AF_TEST_KAFKA / AF_TEST_REDIS_PORT to the private services, so every
+# helper below (topics, fleet_redis, cleanup) works on them unchanged.
+fleet_init_private() {
+        fleet_skip_without_services
         fleet_setup "$1"
+        STACK_DIR="$WORK/stack"
+        STACK_KAFKA_PORT=$(fleet_free_port)
+        STACK_CONTROLLER_PORT=$(fleet_free_port)
+        STACK_REDIS_PORT=$(fleet_free_port)
+        while [[ "$STACK_CONTROLLER_PORT" == "$STACK_KAFKA_PORT" ]]; do
+                STACK_CONTROLLER_PORT=$(fleet_free_port)
+        done
+        while [[ "$STACK_REDIS_PORT" == "$STACK_KAFKA_PORT" ||
+                 "$STACK_REDIS_PORT" == "$STACK_CONTROLLER_PORT" ]]; do
+                STACK_REDIS_PORT=$(fleet_free_port)
+        done
+        FLEET_STACK=1
+        fleet_stack start >"$WORK/stack-start.err" 2>&1 ||
+                fleet_fail "starting the private Kafka + Redis (scripts/services start)"
+        AF_TEST_KAFKA="127.0.0.1:$STACK_KAFKA_PORT"
+        AF_TEST_REDIS_PORT=$STACK_REDIS_PORT
+        fleet_env
+}
+
+# fleet_stack CMD...: scripts/services on the private stack. Its topics (prefix agentfleet.)
+# (one partition each) are not the test's; fleet_env creates its own as usual. A small heap: the broker
+# shares the machine with the shared one and the daemons.
+fleet_stack() {
+        AF_KAFKA_PORT=$STACK_KAFKA_PORT AF_KAFKA_CONTROLLER_PORT=$STACK_CONTROLLER_PORT \
+        AF_REDIS_PORT=$STACK_REDIS_PORT AF_RUN_DIR=$STACK_DIR AF_BUILD_DIR=$BIN \
+        AF_KAFKA_ADMIN="$BIN/af-kafka-admin" AF_PARTITIONS=1 \
+        AF_KAFKA_HEAP="${FLEET_STACK_HEAP:--Xms128m -Xmx512m}" AF_STOP_TIMEOUT=20 \
+                "$SRC/scripts/services" "$@"
+}
+
+# fleet_env: point every process at AF_TEST_KAFKA / AF_TEST_REDIS_PORT with this test's
+# topics, groups and ports, and create the topics.
+fleet_env() {
         command -v redis-cli >/dev/null || { echo "FAIL: redis-cli is needed"; exit 1; }
 
         API_PORT=$(fleet_free_port)
@@ -126,6 +181,12 @@ fleet_cleanup() {
                         sanitized=1
                 fi
         done
+        # A private stack goes after the daemons that used it; its logs stay in $WORK/stack.
+        if [[ "${FLEET_STACK:-0}" == 1 ]]; then
+                fleet_stack stop >>"$WORK/stack-stop.err" 2>&1 ||
+                        echo "note: the private stack in $STACK_DIR did not stop cleanly" >&2
+                FLEET_TOPICS=0 # they went with the broker
+        fi
         # FLEET_KEEP_WORK=1 keeps the logs (e.g. to read sanitizer reports of a debug build)
         # and the test's topics; otherwise both go, so repeated runs do not pile up
         # partitions on a long-lived broker.
