@@ -36,6 +36,10 @@ static void usage(FILE *out) {
                 "      --print-routes    print the HTTP routes (METHOD PATTERN) and exit\n"
                 "  -h, --help            this text and the coordinator's settings\n"
                 "  -V, --version         print the version\n"
+                "\n"
+                "SIGTERM/SIGINT drain, then exit 0; SIGHUP reloads the catalog. Exit 2: it did\n"
+                "not start (bad option, setting or catalog, port in use: the message says\n"
+                "which); 1: it failed while running.\n"
                 "\n");
         af_config_print_help(out, AF_SCOPE_COORDINATOR);
 }
@@ -290,6 +294,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "agentfleet-coordinator: out of memory\n");
                 goto out;
         }
+        rc = 2; /* until the loop runs, a failure means it did not start (see usage) */
         if (af_config_load(co.conf, config, errstr, sizeof(errstr)))
                 goto fail;
         for (size_t i = 0; i < set_cnt; i++)
@@ -303,6 +308,7 @@ int main(int argc, char **argv) {
                 goto fail;
         if (af_loop_run(co.loop)) {
                 snprintf(errstr, sizeof(errstr), "event loop failed");
+                rc = 1;
                 goto fail;
         }
         af_info("coordinator stopped");

@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
         };
         const char *config_path = NULL, *port_arg = NULL;
         char *sets[SIM_MAX_SETS];
-        int set_cnt = 0, opt, rc = 1, level;
+        int set_cnt = 0, opt, rc = 2 /* until it runs: it did not start */, level;
         char errstr[512];
         af_config_t *conf = NULL;
         af_loop_t *loop = NULL;

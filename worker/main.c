@@ -101,7 +101,9 @@ static void worker_usage(FILE *out) {
                 "  --help, --version\n"
                 "\n"
                 "SIGTERM/SIGINT drain (finish or hand back in-flight tasks, commit, leave the\n"
-                "group); SIGHUP reloads the catalog.\n\n");
+                "group), then exit 0; SIGHUP reloads the catalog. Exit 2: it did not start (bad\n"
+                "option, setting or catalog: the message says which); 1: it failed while\n"
+                "running.\n\n");
         af_config_print_help(out, AF_SCOPE_WORKER);
 }
 
@@ -348,7 +350,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "agentfleet-worker: %s\n", errstr);
                 w.stopped = true;
                 worker_teardown(&w);
-                return 1;
+                return 2; /* did not start (see usage) */
         }
         af_info("worker %s started: lanes %zu, concurrency %lld, lease ttl %lld ms, "
                 "catalog %.12s",

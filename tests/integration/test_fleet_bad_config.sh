@@ -8,7 +8,7 @@
 # agentfleet-simagent and agentfleet (the catalog and the worker's settings are read only by
 # the daemons that use them).
 #
-# What it asserts for every program and case: the exit status is non-zero (and the program
+# What it asserts for every program and case: the exit status is 2, "did not start" (and the program
 # did exit, within 30 s, without reaching for a service — the addresses point at closed
 # ports), stderr carries the precise message (file:line: key: what was expected, or the
 # variable's name), and neither stdout nor stderr contains any of the secret values the file
@@ -86,7 +86,7 @@ line_of() {
 }
 
 # expect_refusal WANT PROGRAM [ENV=VALUE...] [-- ARGS...]: run PROGRAM on $F; it must exit
-# non-zero within 30 s with WANT on stderr and no secret anywhere in its output.
+# 2 within 30 s with WANT on stderr and no secret anywhere in its output.
 expect_refusal() {
         local want=$1 prog=$2 envs=() args=() rc out err s
         shift 2
@@ -105,7 +105,7 @@ expect_refusal() {
         N_RUNS=$((N_RUNS + 1))
         local what="$prog on $(basename "$F") ${envs[*]} ${args[*]}"
         [[ "$rc" != 124 ]] || fleet_fail "$what: still running after 30 s: $(tail -n3 "$err")"
-        [[ "$rc" != 0 ]] || fleet_fail "$what: exit 0, want a refusal"
+        [[ "$rc" == 2 ]] || fleet_fail "$what: exit $rc, want 2 (a refusal: it did not start)"
         grep -qF -- "$want" "$err" ||
                 fleet_fail "$what: stderr lacks \"$want\"; it says: $(head -c 2000 "$err")"
         for s in "${SECRETS[@]}"; do
