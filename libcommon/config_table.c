@@ -118,7 +118,10 @@ const af_setting_t af_settings[] = {
         {"worker.max_response", Z, "1MiB", 1 * KIB, 64 * MIB, WO, 0,
          "Largest HTTP response body a worker reads from an integration or model."},
         {"worker.metrics_port", I, "0", 0, 65535, WO, 0,
-         "Port of the worker's Prometheus /metrics endpoint; 0 turns it off."},
+         "Port of the worker's Prometheus /metrics and /healthz endpoint; 0 turns it off."},
+        {"worker.metrics_address", S, "127.0.0.1", 0, 0, WO, 0,
+         "Address the worker's /metrics endpoint listens on (0.0.0.0 to be scraped from "
+         "another host or container)."},
 
         {"simagent.address", S, "127.0.0.1", 0, 0, SI, 0,
          "Address the simulated agent listens on."},

@@ -85,7 +85,7 @@ int af_observe_start(af_worker_t *w, char *errstr, size_t errstr_size) {
         if (port <= 0)
                 return 0;
         memset(&so, 0, sizeof(so));
-        so.address = "127.0.0.1";
+        so.address = af_config_str(w->conf, "worker.metrics_address");
         so.port = (int) port;
         so.max_body_bytes = 4096;
         so.max_header_bytes = 8192;
@@ -95,7 +95,7 @@ int af_observe_start(af_worker_t *w, char *errstr, size_t errstr_size) {
                 return -1;
         af_http_server_route(obs.srv, "GET", "/metrics", false, observe_metrics, w);
         af_http_server_route(obs.srv, "GET", "/healthz", false, observe_healthz, w);
-        af_info("metrics on http://127.0.0.1:%d/metrics", af_http_server_port(obs.srv));
+        af_info("metrics on http://%s:%d/metrics", so.address, af_http_server_port(obs.srv));
         return 0;
 }
 

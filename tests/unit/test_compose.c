@@ -132,6 +132,33 @@ static void test_compose_env_are_real_settings(void **state) {
                 free(envp[i]);
 }
 
+/* Every `--set name=value` in a service's command is a setting the binaries know, with a
+ * value they accept (a typo there would stop the container at start). */
+static void test_compose_set_options_are_real_settings(void **state) {
+        af_ynode_t *root = load_compose();
+        const af_ynode_t *services = af_yaml_get(root, "services");
+        int seen = 0;
+        for (size_t i = 0; i < services->cnt; i++) {
+                const af_ynode_t *cmd = af_yaml_get(services->items[i], "command");
+                if (!cmd || cmd->kind != AF_YNODE_SEQ)
+                        continue;
+                for (size_t j = 0; j + 1 < cmd->cnt; j++) {
+                        if (strcmp(cmd->items[j]->str, "--set"))
+                                continue;
+                        af_config_t *conf = af_config_new();
+                        char errstr[512] = "";
+                        if (af_config_set_arg(conf, cmd->items[j + 1]->str, errstr,
+                                              sizeof(errstr)) != AF_OK)
+                                fail_msg("docker-compose.yml: --set %s: %s", cmd->items[j + 1]->str,
+                                         errstr);
+                        af_config_destroy(conf);
+                        seen++;
+                }
+        }
+        assert_true(seen >= 4);
+        af_yaml_free(root);
+}
+
 /* Every lib*-dev package of scripts/lib.sh's AF_DEBIAN_PACKAGES (what the build links) is in
  * the Dockerfile too, so the image builds whatever the scripts build with; the sanitizer
  * runtime (libclang-rt-*) is for the test builds only. */
@@ -174,6 +201,7 @@ int main(void) {
                 cmocka_unit_test(test_compose_kafka_version_matches_scripts),
                 cmocka_unit_test(test_compose_commands_are_built_binaries),
                 cmocka_unit_test(test_compose_env_are_real_settings),
+                cmocka_unit_test(test_compose_set_options_are_real_settings),
                 cmocka_unit_test(test_dockerfile_has_the_build_packages),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
