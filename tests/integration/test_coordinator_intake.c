@@ -83,6 +83,15 @@ static void produce_json(const char *key, const char *json, const char *content_
         assert_true(h_produce("requests", key, json, strlen(json), content_type));
 }
 
+static void produce_protobuf(const char *key, const Agentfleet__V1__TaskRequest *req) {
+        size_t len = agentfleet__v1__task_request__get_packed_size(req);
+        uint8_t *buf = malloc(len);
+        assert_non_null(buf);
+        agentfleet__v1__task_request__pack(req, buf);
+        assert_true(h_produce("requests", key, buf, len, "application/x-protobuf"));
+        free(buf);
+}
+
 static void test_json_request_with_token_admitted(void **state) {
         if (skipped)
                 skip();
@@ -121,11 +130,7 @@ static void test_signed_protobuf_request_admitted(void **state) {
         assert_int_equal(af_wire_taskrequest_sign(&req, H_SVC_SECRET, strlen(H_SVC_SECRET), sig),
                          AF_OK);
         req.signature = sig;
-        size_t len = agentfleet__v1__task_request__get_packed_size(&req);
-        uint8_t *buf = malloc(len);
-        agentfleet__v1__task_request__pack(&req, buf);
-        assert_true(h_produce("requests", "C-2", buf, len, "application/x-protobuf"));
-        free(buf);
+        produce_protobuf("C-2", &req);
 
         req_match_t rm = {.request_id = rid};
         assert_int_equal(h_scan("tasks.claims", match_request_id, &rm, 30000, false), 1);
@@ -149,11 +154,7 @@ static void test_protobuf_request_with_non_utf8_string_is_dead_lettered(void **s
         req.payload = "{}";
         req.request_id = rid;
         req.token = H_TOKEN_A;
-        size_t len = agentfleet__v1__task_request__get_packed_size(&req);
-        uint8_t *buf = malloc(len);
-        agentfleet__v1__task_request__pack(&req, buf);
-        assert_true(h_produce("requests", "C-x", buf, len, "application/x-protobuf"));
-        free(buf);
+        produce_protobuf("C-x", &req);
 
         dlq_match_t dm = {.needle_in_original = rid};
         assert_int_equal(h_scan("dlq", match_dlq, &dm, 30000, false), 1);

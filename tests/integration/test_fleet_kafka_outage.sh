@@ -137,18 +137,8 @@ PROBE_ID=$(fleet_json_field "$(tr -d '\n' <"$PROBE_OUT")" id)
 [[ -n "$PROBE_ID" ]] || fleet_fail "no task id in the probe's answer: $(cat "$PROBE_OUT")"
 
 # ---- the run finishes ---------------------------------------------------------------------------
-set +e
-wait "$DRIVE"
-DRIVE_RC=$?
-set -e
-SUMMARY=$(tail -n1 "$WORK/drive.out")
-echo "drive: $SUMMARY"
-[[ "$DRIVE_RC" == 0 ]] || fleet_fail "drive exited $DRIVE_RC: $SUMMARY"
-for kv in "submitted:$TASKS" "succeeded:$TASKS" lost:0 duplicate_results:0 \
-          duplicate_side_effects:0 failed:0 dead:0 submit_errors:0; do
-        got=$(fleet_json_field "$SUMMARY" "${kv%%:*}")
-        [[ "$got" == "${kv#*:}" ]] || fleet_fail "drive summary: ${kv%%:*} is $got, want ${kv#*:}"
-done
+fleet_drive_summary "$DRIVE" "submitted:$TASKS" "succeeded:$TASKS" lost:0 duplicate_results:0 \
+        duplicate_side_effects:0 failed:0 dead:0 submit_errors:0
 
 # The drive's submits that timed out during the outage were retried under their keys and
 # answered 503 while their first admission waited for Kafka.

@@ -62,18 +62,8 @@ fleet_stopped worker-a
 echo "killed worker A with $A_LEASES leases held, $(fleet_sim_stat applied) side effects applied"
 fleet_start_worker worker-c "${LEASE[@]}"
 
-set +e
-wait "$DRIVE"
-DRIVE_RC=$?
-set -e
-SUMMARY=$(tail -n1 "$WORK/drive.out")
-echo "drive: $SUMMARY"
-[[ "$DRIVE_RC" == 0 ]] || fleet_fail "drive exited $DRIVE_RC: $SUMMARY"
-for kv in "submitted:$TASKS" "succeeded:$TASKS" lost:0 duplicate_results:0 \
-          duplicate_side_effects:0 failed:0 dead:0; do
-        got=$(fleet_json_field "$SUMMARY" "${kv%%:*}")
-        [[ "$got" == "${kv#*:}" ]] || fleet_fail "drive summary: ${kv%%:*} is $got, want ${kv#*:}"
-done
+fleet_drive_summary "$DRIVE" "submitted:$TASKS" "succeeded:$TASKS" lost:0 duplicate_results:0 \
+        duplicate_side_effects:0 failed:0 dead:0
 
 STATS=$(fleet_sim_stats) || fleet_fail "the simagent does not answer /stats"
 echo "simagent: $STATS"

@@ -97,18 +97,8 @@ in_log worker-b "drained: " || fleet_fail "B's log has no drained line"
 in_log worker-b "worker stopped" || fleet_fail "B's log does not end with worker stopped"
 echo "B: $(grep -o 'draining: fetching stopped, [0-9]* tasks in flight' "$WORK/worker-b.log"), $(grep -o 'drained: [0-9]* succeeded' "$WORK/worker-b.log")"
 
-set +e
-wait "$DRIVE"
-DRIVE_RC=$?
-set -e
-SUMMARY=$(tail -n1 "$WORK/drive.out")
-echo "drive: $SUMMARY"
-[[ "$DRIVE_RC" == 0 ]] || fleet_fail "drive exited $DRIVE_RC: $SUMMARY"
-for kv in "submitted:$TASKS" "succeeded:$TASKS" lost:0 duplicate_results:0 \
-          duplicate_side_effects:0 failed:0 dead:0 cancelled:0; do
-        got=$(fleet_json_field "$SUMMARY" "${kv%%:*}")
-        [[ "$got" == "${kv#*:}" ]] || fleet_fail "drive summary: ${kv%%:*} is $got, want ${kv#*:}"
-done
+fleet_drive_summary "$DRIVE" "submitted:$TASKS" "succeeded:$TASKS" lost:0 duplicate_results:0 \
+        duplicate_side_effects:0 failed:0 dead:0 cancelled:0
 STATS=$(fleet_sim_stats) || fleet_fail "the simagent does not answer /stats"
 echo "simagent: $STATS"
 [[ "$(fleet_json_field "$STATS" duplicates)" == 0 ]] || fleet_fail "duplicate side effects: $STATS"

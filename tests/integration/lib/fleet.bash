@@ -30,6 +30,8 @@
 #   fleet_json_field JSON KEY             a top-level scalar of a one-line JSON object
 #   fleet_sim_stats                       the simagent's GET /stats (JSON)
 #   fleet_leases_of OWNER                 how many live leases OWNER holds in Redis
+#   fleet_drive_summary PID KEY:VALUE...  wait for a drive; it exits 0 and its summary (in
+#                                         SUMMARY) has every KEY at VALUE
 
 # Generous limits: the tests must pass on a loaded 2-core machine.
 FLEET_READY_S=${FLEET_READY_S:-60}
@@ -311,4 +313,24 @@ for _, k in ipairs(redis.call('KEYS', 'af:{*}:lease')) do
   if v and string.sub(v, -string.len(ARGV[1])) == ARGV[1] then n = n + 1 end
 end
 return n" 0 ":$1" | tr -dc 0-9
+}
+
+# fleet_drive_summary PID KEY:VALUE...: wait for the `agentfleet drive` PID (its stdout in
+# $WORK/drive.out), then fail unless it exited 0 and its summary, the last line, has each
+# KEY at VALUE. Sets SUMMARY.
+fleet_drive_summary() {
+        local pid=$1 rc kv got
+        shift
+        set +e
+        wait "$pid"
+        rc=$?
+        set -e
+        SUMMARY=$(tail -n1 "$WORK/drive.out")
+        echo "drive: $SUMMARY"
+        [[ "$rc" == 0 ]] || fleet_fail "drive exited $rc: $SUMMARY"
+        for kv in "$@"; do
+                got=$(fleet_json_field "$SUMMARY" "${kv%%:*}")
+                [[ "$got" == "${kv#*:}" ]] ||
+                        fleet_fail "drive summary: ${kv%%:*} is $got, want ${kv#*:}"
+        done
 }
