@@ -27,6 +27,7 @@
 #define METRICS_MAX            (16u << 20)
 #define READY_KAFKA_TIMEOUT_MS 1000
 #define READY_KAFKA_FRESH_MS   500 /* a probe this recent answers /readyz without a new one */
+#define OVERLOAD_RETRY_AFTER_S 1   /* Retry-After of a submit refused by coordinator.max_inflight */
 
 typedef struct route_s {
         const char *method;
@@ -130,6 +131,7 @@ static bool may_see(const actx_t *ctx, const json_t *entry) {
 
 static void submit_done(const af_admit_out_t *out, void *opaque) {
         actx_t *ctx = opaque;
+        ctx->co->api_inflight--;
         if (out->err) {
                 if (out->retry_after_ms > 0 && ctx->req) {
                         char secs[AF_I64_STR_SIZE];
@@ -164,6 +166,17 @@ static void h_submit(af_http_req_t *req, void *opaque) {
         const char *idem;
         actx_t *ctx;
 
+        if (co->api_inflight >= co->max_inflight) {
+                /* Load shedding: every admission holds memory until Kafka and Redis answer;
+                 * when they are slow or away, refusing at once beats piling requests up. */
+                char secs[AF_I64_STR_SIZE];
+                af_i64_to_str(secs, OVERLOAD_RETRY_AFTER_S);
+                af_http_req_add_header(req, "Retry-After", secs);
+                reply_error_now(co, req, route, 503, "overloaded",
+                                "too many submits being admitted (coordinator.max_inflight); "
+                                "retry later with the same Idempotency-Key");
+                return;
+        }
         if (!body || !len) {
                 reply_error_now(co, req, route, 400, "invalid",
                                 "empty body: a JSON TaskRequest "
@@ -208,6 +221,7 @@ static void h_submit(af_http_req_t *req, void *opaque) {
                             .origin = AGENTFLEET__V1__ORIGIN__ORIGIN_API,
                             .idem_key = *idem ? idem : NULL,
                             .payload_object = payload_object};
+        co->api_inflight++;
         af_admit_submit(co, &in, submit_done, ctx);
 }
 

@@ -81,6 +81,8 @@ typedef struct af_coord_s {
         char topic_requests[AF_COORD_TOPIC_MAX];
 
         int64_t max_payload;       /* coordinator.max_payload, bytes */
+        int64_t max_inflight;      /* coordinator.max_inflight: API admissions at once */
+        int64_t api_inflight;      /* API admissions not yet answered */
         int64_t takeover_grace_ms; /* age after which a repeat re-publishes a task whose
                                     * admission died (admit.c, step 4b); -1 never */
         int inflight;              /* admissions not yet answered */

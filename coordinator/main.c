@@ -148,6 +148,7 @@ static int setup(af_coord_t *co, char *errstr, size_t errstr_size) {
         if (af_config_check_relations(co->conf, errstr, errstr_size))
                 return -1;
         co->max_payload = af_config_int(co->conf, "coordinator.max_payload");
+        co->max_inflight = af_config_int(co->conf, "coordinator.max_inflight");
         co->takeover_grace_ms = af_admit_takeover_grace(co->conf);
 
         if (!(co->loop = af_loop_new(errstr, errstr_size)))

@@ -71,6 +71,10 @@ const af_setting_t af_settings[] = {
          "Kafka consumer group of the coordinator (requests and results topics)."},
         {"coordinator.max_payload", Z, "256KiB", 1 * KIB, 16 * MIB, CO, 0,
          "Largest task payload admitted, unless the task type sets its own max_payload."},
+        {"coordinator.max_inflight", I, "10000", 1, 1000000, CO, 0,
+         "API submits being admitted at once (each waits for Kafka and Redis); past it a "
+         "submit is answered 503 with Retry-After at once, so that a slow or absent Kafka does "
+         "not pile requests up in memory."},
         {"coordinator.idempotency_ttl", D, "24h", 1 * MIN, 30 * 24 * HOUR, CO, 0,
          "How long an Idempotency-Key (or a Kafka request's idempotency key) maps to its task: "
          "a retry within it gets the same task."},

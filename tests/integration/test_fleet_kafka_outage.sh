@@ -17,9 +17,10 @@
 # and is answered 202 once the broker is back -- accepted and never lost. A client that stops
 # waiting retries under the same Idempotency-Key and gets 503 + Retry-After with a JSON
 # {code, message} ("still being admitted; retry") until the first admission is published,
-# then 202 with the same task (Idempotent-Replayed). The drive runs with a 10 s per-request
-# timeout, so its API submits made during the outage take exactly that path (checked: the
-# coordinator counts "unavailable" admissions), and it must retry them until they are accepted
+# then 202 with the same task (Idempotent-Replayed). Once coordinator.max_inflight submits
+# wait, new ones are shed at once: 503 "overloaded" with Retry-After. The drive runs with a
+# 10 s per-request timeout, so its API submits made during the outage take these paths
+# (checked: the coordinator answered 503s), and it must retry them until they are accepted
 # (cli/drive_submit.c retries retriable refusals until the run's --timeout). A probe submit
 # made during the outage by curl, which waits, checks the first half: 202 (or a 503 with a
 # JSON error and then 202 on a retry under the same key); either way its task succeeds.
@@ -27,12 +28,15 @@
 # What it asserts:
 #   - drive: submitted 200, succeeded 200, lost 0, duplicate_results 0,
 #     duplicate_side_effects 0, failed 0, dead 0, submit_errors 0, exit 0;
-#   - the coordinator answered some submits "unavailable" (the drive's retries during the
-#     outage) and still admitted every task once;
+#   - the coordinator answered some of the drive's submits 503 during the outage (shed, or
+#     "still being admitted") and still admitted every task once;
 #   - simagent /stats: duplicates 0, fenced 0;
 #   - during the outage the coordinator's /readyz answers non-200 (503, "kafka" not ok), and
 #     after the restart 200 again; the restart did not format the storage (same cluster id);
 #   - the probe submit made during the outage behaves as said above;
+#   - load shedding: the coordinator runs with coordinator.max_inflight MAX_INFLIGHT; once that
+#     many API submits wait for the broker, a new one is answered at once 503 "overloaded"
+#     with Retry-After (the submits it shed are retried by the drive like any 503);
 #   - the coordinator and both workers are alive at the end, and none of them logged more
 #     than FLOOD_MAX lines (a reconnect loop that floods the log is a bug too);
 #   - no sanitizer report (fleet.bash, when built with AF_SANITIZE).
@@ -45,7 +49,8 @@ OUTAGE_S=${OUTAGE_S:-15}
 FLOOD_MAX=2000
 
 fleet_start_simagent --set simagent.latency_ms=100 --set simagent.latency_jitter_ms=50
-fleet_start_coordinator
+MAX_INFLIGHT=40 # reached some 8 s into the outage: the probe (at 2 s) still waits
+fleet_start_coordinator --set coordinator.max_inflight=$MAX_INFLIGHT
 fleet_start_worker worker-a
 fleet_start_worker worker-b
 fleet_wait_for 90 "both workers to get partitions" \
@@ -90,8 +95,23 @@ probe_submit "$WORK/probe1.json" &
 PROBE=$!
 
 # /readyz: not ready while the broker is down (polled through the outage, at least once).
-READYZ_DOWN=""
+# Meanwhile, submits that give up after a second (each stays in flight at the coordinator,
+# like the drive's) until one is shed: 503 "overloaded" at once, with Retry-After.
+READYZ_DOWN="" SHED="" n=0
 while ((SECONDS - DOWN_AT < OUTAGE_S)); do
+        if [[ -z "$SHED" ]]; then
+                n=$((n + 1))
+                # A claim of its own: two tasks on one claim would be duplicate side effects.
+                shed_payload=${PROBE_PAYLOAD//CLM-OUTAGE-/CLM-SHED-$n-}
+                code=$(curl -s -o "$WORK/shed.json" -D "$WORK/shed.hdr" -w '%{http_code}'                         --max-time 1 -X POST "$API_URL/v1/tasks"                         -H "Authorization: Bearer $AGENTFLEET_TOKEN"                         -H "Content-Type: application/json" -H "Idempotency-Key: shed-$RUN-$n"                         -d '{"type":"claim.triage","case_key":"shed-'$n'","payload":'"$shed_payload"'}' ||
+                        true)
+                if [[ "$code" == 503 &&
+                      "$(fleet_json_field "$(tr -d '\n' <"$WORK/shed.json")" code)" == overloaded ]]; then
+                        SHED=$n
+                        grep -qi '^retry-after: ' "$WORK/shed.hdr" ||
+                                fleet_fail "503 overloaded without Retry-After: $(cat "$WORK/shed.hdr")"
+                fi
+        fi
         code=$(curl -s -o "$WORK/readyz-down.json" -w '%{http_code}' --max-time 10 \
                 "$API_URL/readyz" || true)
         [[ "$code" == 200 ]] && fleet_fail "/readyz answered 200 with the broker down"
@@ -100,6 +120,9 @@ while ((SECONDS - DOWN_AT < OUTAGE_S)); do
 done
 [[ -n "$READYZ_DOWN" && "$READYZ_DOWN" != 000 ]] ||
         fleet_fail "/readyz did not answer during the outage (status '$READYZ_DOWN')"
+[[ -n "$SHED" ]] ||
+        fleet_fail "no submit was shed during the outage (coordinator.max_inflight $MAX_INFLIGHT, $n tried)"
+echo "during the outage: submit $SHED was shed: $(cat "$WORK/shed.json")"
 echo "during the outage: /readyz $READYZ_DOWN $(cat "$WORK/readyz-down.json")"
 for name in coordinator worker-a worker-b; do
         fleet_alive "$name" || fleet_fail "$name exited during the outage"
@@ -140,14 +163,15 @@ PROBE_ID=$(fleet_json_field "$(tr -d '\n' <"$PROBE_OUT")" id)
 fleet_drive_summary "$DRIVE" "submitted:$TASKS" "succeeded:$TASKS" lost:0 duplicate_results:0 \
         duplicate_side_effects:0 failed:0 dead:0 submit_errors:0
 
-# The drive's submits that timed out during the outage were retried under their keys and
-# answered 503 while their first admission waited for Kafka.
-UNAVAILABLE=$(curl -fsS --max-time 10 "$API_URL/metrics" |
-        grep '^agentfleet_coordinator_admissions_total{.*outcome="unavailable"' |
+# The drive's submits during the outage were answered 503 (shed, or retried under their keys
+# while their first admission waited for Kafka), and retried until accepted: besides the one
+# shed above, there must be others.
+REFUSED=$(curl -fsS --max-time 10 "$API_URL/metrics" |
+        grep '^agentfleet_coordinator_http_requests_total{route="POST /v1/tasks",status="503"}' |
         awk '{n += $NF} END {print n + 0}') || fleet_fail "the coordinator does not answer /metrics"
-echo "coordinator: $UNAVAILABLE submits answered unavailable (503), all retried"
-[[ "$UNAVAILABLE" -ge 1 ]] ||
-        fleet_fail "no submit was answered 503 during the outage: the retry path was not tested"
+echo "coordinator: $REFUSED submits answered 503, all retried"
+[[ "$REFUSED" -ge 2 ]] ||
+        fleet_fail "no drive submit was answered 503 during the outage: the retry path was not tested"
 
 probe_done() {
         local st
