@@ -430,10 +430,12 @@ static bool publish_in_doubt(adm_t *a, af_err_t err, const char *errstr) {
                     "Kafka did not confirm the task in time (%s); it may be published: left to "
                     "a repeat after the takeover grace",
                     errstr ? errstr : af_err2str(err));
-        adm_finish(a, AF_ERR_UNAVAILABLE,
-                   "Kafka did not confirm the task in time; it may be published: retry with the "
-                   "same idempotency key",
-                   false, NULL);
+        char msg[192];
+        snprintf(msg, sizeof(msg),
+                 "Kafka did not confirm task %s in time; it may be published: retry with the "
+                 "same idempotency key",
+                 a->task.id);
+        adm_finish_after(a, AF_ERR_UNAVAILABLE, msg, false, NULL, 1000);
         return true;
 }
 
