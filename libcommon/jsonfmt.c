@@ -35,10 +35,14 @@ static int tree_digits(const json_t *j, int have) {
                 return d > have ? d : have;
         }
         case JSON_OBJECT:
-                json_object_foreach((json_t *) j, key, v) have = tree_digits(v, have);
+                json_object_foreach((json_t *) j, key, v) {
+                        have = tree_digits(v, have);
+                }
                 return have;
         case JSON_ARRAY:
-                json_array_foreach(j, i, v) have = tree_digits(v, have);
+                json_array_foreach(j, i, v) {
+                        have = tree_digits(v, have);
+                }
                 return have;
         default:
                 return have;
