@@ -74,6 +74,17 @@ void af_error_set_retriable(af_error_t *e, af_err_t err, bool retriable, const c
         va_end(ap);
 }
 
+void af_error_wrap(af_error_t *e, const af_error_t *cause, const char *fmt, ...) {
+        char prefix[sizeof(e->msg)];
+        af_error_t c = *cause;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(prefix, sizeof(prefix), fmt, ap);
+        va_end(ap);
+        af_error_set_retriable(e, c.err, c.retriable, "%s: %s", prefix, c.msg);
+        e->http_status = c.http_status;
+}
+
 void af_error_clear(af_error_t *e) {
         memset(e, 0, sizeof(*e));
 }

@@ -56,6 +56,11 @@ void af_error_set(af_error_t *e, af_err_t err, const char *fmt, ...)
 void af_error_set_retriable(af_error_t *e, af_err_t err, bool retriable, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 void af_error_clear(af_error_t *e);
+/* e = cause (code, retriable flag, HTTP status) with its message prefixed: "<fmt...>: <cause's
+ * message>", e.g. to name what was called when the cause is a library's own words. e and cause
+ * may be the same. */
+void af_error_wrap(af_error_t *e, const af_error_t *cause, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
 static inline bool af_error_is_retriable(const af_error_t *e) {
         return e->err != AF_OK && e->retriable;
 }

@@ -199,9 +199,8 @@ static void agent_on_model(const af_http_response_t *resp, const af_error_t *err
         snprintf(what, sizeof(what), "model %s of agent %s", run->agent->model, run->agent->name);
         if (err && err->err) {
                 /* curl's message ("Couldn't connect to server") does not say what was called. */
-                af_error_set_retriable(&e, err->err, err->retriable, "%s at %s: %s", what,
-                                       run->agent->base_url ? run->agent->base_url : "?", err->msg);
-                e.http_status = err->http_status;
+                af_error_wrap(&e, err, "%s at %s", what,
+                              run->agent->base_url ? run->agent->base_url : "?");
                 agent_audit_llm(t, NULL, &e, 0, 0);
                 agent_end_error(t, &e, NULL);
                 return;

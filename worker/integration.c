@@ -107,9 +107,7 @@ static void integration_on_response(const af_http_response_t *resp, const af_err
         t->integration_cb = NULL;
         if (err && err->err) {
                 /* curl's message ("Couldn't connect to server") does not say what was called. */
-                af_error_set_retriable(&e, err->err, err->retriable, "%s: %s", t->integration->name,
-                                       err->msg);
-                e.http_status = err->http_status;
+                af_error_wrap(&e, err, "%s", t->integration->name);
                 if (err->err == AF_ERR_TOO_LARGE)
                         af_error_set_retriable(&e, AF_ERR_TOO_LARGE, false,
                                                "%s: response over worker.max_response (%" PRId64

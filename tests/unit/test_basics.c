@@ -74,6 +74,22 @@ static void test_error_messages_are_utf8(void **state) {
         assert_string_equal(e.msg, "answer ? ok \xc3\xa9");
 }
 
+/* A wrapped error keeps its cause's code, retriable flag and HTTP status; the message says
+ * what was called first. */
+static void test_error_wrap_prefixes_the_cause(void **state) {
+        af_error_t cause, e;
+        af_error_set_retriable(&cause, AF_ERR_TRANSPORT, true, "Couldn't connect to server");
+        cause.http_status = 0;
+        af_error_wrap(&e, &cause, "integration %s", "crm_update");
+        assert_int_equal(e.err, AF_ERR_TRANSPORT);
+        assert_true(e.retriable);
+        assert_string_equal(e.msg, "integration crm_update: Couldn't connect to server");
+        cause.http_status = 503;
+        af_error_wrap(&cause, &cause, "model m"); /* in place */
+        assert_string_equal(cause.msg, "model m: Couldn't connect to server");
+        assert_int_equal(cause.http_status, 503);
+}
+
 static void test_error_carries_retriable_flag(void **state) {
         af_error_t e;
         af_error_set(&e, AF_ERR_TRANSPORT, "connect to %s failed", "crm");
@@ -246,6 +262,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_err_strings_cover_every_code),
                 cmocka_unit_test(test_error_carries_retriable_flag),
+                cmocka_unit_test(test_error_wrap_prefixes_the_cause),
                 cmocka_unit_test(test_utf8_repair_and_valid),
                 cmocka_unit_test(test_error_messages_are_utf8),
                 cmocka_unit_test(test_buf_grows_and_respects_cap),
