@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "log.h"
@@ -70,9 +71,12 @@ static void api_done_cb(const af_http_response_t *resp, const af_error_t *err, v
         api_wait_t *w = opaque;
 
         w->done = true;
+        w->cli->replayed = false;
         if (err && err->err != AF_OK) {
                 w->err = *err;
         } else if (resp) {
+                const char *replayed = af_http_response_header(resp, "Idempotent-Replayed");
+                w->cli->replayed = replayed && !strcasecmp(replayed, "true");
                 w->status = resp->status;
                 if (resp->body_len) {
                         w->json = json_loadb(resp->body, resp->body_len, 0, NULL);

@@ -56,6 +56,7 @@ typedef struct af_cli_s {
         char *token;          /* bearer token (owned), or NULL */
         bool json;            /* --json: machine output on stdout */
         int64_t timeout_ms;   /* per request */
+        bool replayed;        /* the last af_cli_api answer said Idempotent-Replayed: true */
 } af_cli_t;
 
 /* ---- status.c: pure helpers (unit-tested) ------------------------------------------------- */

@@ -130,6 +130,13 @@ static int submit_api(af_cli_t *cli, const af_cli_request_t *r) {
                         af_cli_print_json(answer);
                 goto out;
         }
+        /* A repeat of an earlier submit returns that task: say so, or a script may believe it
+         * created a new one. stdout stays the task (id, or the API's JSON). */
+        if (cli->replayed)
+                fprintf(stderr,
+                        "agentfleet submit: idempotency key %s was used before: this is the task "
+                        "that submit created, not a new one\n",
+                        r->idempotency_key ? r->idempotency_key : "?");
         if (cli->json) {
                 af_cli_print_json(answer ? answer : json_null());
         } else if (af_cli_task_id(answer)) {

@@ -278,6 +278,14 @@ static void xfer_map_error(af_http_xfer_t *x, CURLcode rc, af_error_t *err) {
         }
 }
 
+const char *af_http_response_header(const af_http_response_t *resp, const char *name) {
+        struct curl_header *h = NULL;
+        if (!resp || !resp->handle ||
+            curl_easy_header(resp->handle, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h)
+                return NULL;
+        return h->value;
+}
+
 /* Finish a transfer curl reported done: remove it, call the callback, free it. */
 static void xfer_done(af_http_xfer_t *x, CURLcode rc) {
         af_http_client_t *hc = x->hc;
@@ -302,6 +310,7 @@ static void xfer_done(af_http_xfer_t *x, CURLcode rc) {
                 resp.content_type = ctype;
                 resp.retry_after_ms = xfer_retry_after_ms(x);
                 resp.elapsed_ms = af_clock_mono_ms() - x->start_ms;
+                resp.handle = x->easy;
                 respp = &resp;
         } else {
                 xfer_map_error(x, rc, &err);

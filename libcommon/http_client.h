@@ -32,7 +32,12 @@ typedef struct af_http_response_s {
         const char *content_type; /* or NULL */
         int64_t retry_after_ms;   /* parsed Retry-After (seconds or date), -1 if absent */
         int64_t elapsed_ms;
+        void *handle; /* for af_http_response_header() */
 } af_http_response_t;
+
+/* The value of response header name (any case; the first one when repeated), or NULL. Valid
+ * inside the done callback only, like the response itself. */
+const char *af_http_response_header(const af_http_response_t *resp, const char *name);
 
 /* Called exactly once per accepted request, from the loop, never from inside send.
  * Any HTTP response is err->err == AF_OK (the caller judges the status). Otherwise resp is

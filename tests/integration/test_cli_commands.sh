@@ -64,9 +64,12 @@ cli submit --type claim.triage --payload-file "$WORK/claim1.json" --idempotency-
 expect_rc 0 "submit"
 ID=$OUT
 [[ "$ID" =~ ^[0-9A-Z]{26}$ ]] || fleet_fail "submit printed \"$ID\", not a task id"
+grep -q "was used before" "$WORK/cli.err" && fleet_fail "a first submit said it was a repeat"
 cli submit --type claim.triage --payload-file "$WORK/claim1.json" --idempotency-key "clicmd-$RUN-1"
 expect_rc 0 "submit again with the same idempotency key"
 [[ "$OUT" == "$ID" ]] || fleet_fail "same Idempotency-Key gave another task: $OUT vs $ID"
+grep -q "idempotency key clicmd-$RUN-1 was used before" "$WORK/cli.err" ||
+        fleet_fail "a repeated submit did not say so: $(cat "$WORK/cli.err")"
 
 cli watch --max-wait 60s "$ID"
 expect_rc 0 "watch"

@@ -1,9 +1,9 @@
 /*
  * Unit tests of http_client against a stub that speaks real HTTP (plain evhttp on loopback)
  * and records the exact request it got: method, path, headers (no "Expect"), body; response
- * fields (status, Content-Type, Retry-After as seconds and as a date); keep-alive reuse;
- * cancellation reported from the loop; destroy cancelling what is in flight; the response
- * cap by Content-Length and by a chunked body; the default timeout; refused URLs; no
+ * fields (status, Content-Type, Retry-After as seconds and as a date, any header by name);
+ * keep-alive reuse; cancellation reported from the loop; destroy cancelling what is in flight; the
+ * response cap by Content-Length and by a chunked body; the default timeout; refused URLs; no
  * "Expect: 100-continue" for large bodies either; per-request options (URL, timeout, cap)
  * that a pooled handle keeps are replaced when they change; an idle connection the server
  * closed is noticed and replaced.
@@ -196,6 +196,8 @@ typedef struct {
         char ctype[64];
         int64_t retry_after_ms;
         int64_t elapsed_ms;
+        char retry_after_hdr[64]; /* af_http_response_header(resp, "retry-after"), or "" */
+        bool no_such_header;      /* af_http_response_header(resp, "x-none") was NULL */
 } result_t;
 
 static void on_done(const af_http_response_t *resp, const af_error_t *err, void *opaque) {
@@ -211,6 +213,9 @@ static void on_done(const af_http_response_t *resp, const af_error_t *err, void 
                          resp->content_type ? resp->content_type : "");
                 r->retry_after_ms = resp->retry_after_ms;
                 r->elapsed_ms = resp->elapsed_ms;
+                const char *h = af_http_response_header(resp, "retry-after");
+                snprintf(r->retry_after_hdr, sizeof(r->retry_after_hdr), "%s", h ? h : "");
+                r->no_such_header = af_http_response_header(resp, "x-none") == NULL;
         }
         if (r->fx && --r->fx->outstanding == 0)
                 af_loop_stop(r->fx->loop);
@@ -336,6 +341,8 @@ static void test_retry_after_seconds_and_date(void **state) {
         assert_int_equal(r.err, AF_OK); /* any HTTP answer is OK: the caller judges it */
         assert_int_equal(r.status, 429);
         assert_int_equal(r.retry_after_ms, 7000);
+        assert_string_equal(r.retry_after_hdr, "7"); /* any header, by name in any case */
+        assert_true(r.no_such_header);
 
         char date[64];
         time_t later = time(NULL) + 120;
