@@ -24,6 +24,7 @@
  *  6. Audit task.admitted, and only then answer: a task reported accepted is in Kafka
  *     (acks=all) and cannot be lost, and the index shows it.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,17 @@ static void adm_finish_after(adm_t *a, af_err_t err, const char *msg, bool repla
 
 static void adm_finish(adm_t *a, af_err_t err, const char *msg, bool replayed, json_t *task) {
         adm_finish_after(a, err, msg, replayed, task, 0);
+}
+
+/* Answer "unavailable, retry in a second" with a message naming the task. */
+static void adm_retry_soon(adm_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void adm_retry_soon(adm_t *a, const char *fmt, ...) {
+        char msg[192];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        adm_finish_after(a, AF_ERR_UNAVAILABLE, msg, false, NULL, 1000);
 }
 
 /* ---- step 1-3: validate and build ------------------------------------------------------- */
@@ -430,12 +442,10 @@ static bool publish_in_doubt(adm_t *a, af_err_t err, const char *errstr) {
                     "Kafka did not confirm the task in time (%s); it may be published: left to "
                     "a repeat after the takeover grace",
                     errstr ? errstr : af_err2str(err));
-        char msg[192];
-        snprintf(msg, sizeof(msg),
-                 "Kafka did not confirm task %s in time; it may be published: retry with the "
-                 "same idempotency key",
-                 a->task.id);
-        adm_finish_after(a, AF_ERR_UNAVAILABLE, msg, false, NULL, 1000);
+        adm_retry_soon(a,
+                       "Kafka did not confirm task %s in time; it may be published: retry with "
+                       "the same idempotency key",
+                       a->task.id);
         return true;
 }
 
@@ -638,13 +648,11 @@ static void replay_got(json_t *entry, const af_error_t *e, void *opaque) {
          * under way, or its coordinator died. Until the grace says which, a retry is the
          * answer -- "queued" would be a promise nobody keeps if it died. */
         if (grace < 0 || a->idem_age_ms < 0 || a->idem_age_ms < grace) {
-                char msg[192];
-                snprintf(msg, sizeof(msg),
-                         "an earlier request with this idempotency key (task %s) is still "
-                         "being admitted; retry",
-                         a->task.id);
                 /* Usually the first admission ends within milliseconds. */
-                adm_finish_after(a, AF_ERR_UNAVAILABLE, msg, false, NULL, 1000);
+                adm_retry_soon(a,
+                               "an earlier request with this idempotency key (task %s) is still "
+                               "being admitted; retry",
+                               a->task.id);
                 return;
         }
         a->takeover = why;
