@@ -173,7 +173,10 @@ void af_consume_on_rebalance(af_consumer_t *c, bool assigned,
                 else
                         af_watermark_revoke(w->wm, topic_idx, parts->elems[i].partition);
         }
-        af_info("partitions %s: %d", assigned ? "assigned" : "revoked", parts ? parts->cnt : 0);
+        /* The cooperative assignor hands partitions over in steps: say where each leaves us. */
+        w->partitions_owned += (assigned ? 1 : -1) * (parts ? parts->cnt : 0);
+        af_info("partitions %s: %d (now %d)", assigned ? "assigned" : "revoked",
+                parts ? parts->cnt : 0, w->partitions_owned);
         af_emit_lifecycle(w, AGENTFLEET__V1__LIFECYCLE_KIND__LIFECYCLE_KIND_REBALANCE, NULL, NULL,
                           assigned ? "partitions assigned" : "partitions revoked");
         af_consume_update_hold(w);

@@ -179,6 +179,7 @@ struct af_worker_s {
         struct af_emit_dlq_list_s dead_letters; /* being produced, or waiting to be again */
         int64_t in_flight;
         bool held;              /* consumer held (concurrency or drain) */
+        int partitions_owned;   /* task partitions assigned to this worker now */
         bool redis_down_logged; /* one log line per outage */
 
         /* Drain. */
