@@ -57,9 +57,9 @@
  * (Redis 6.2) writes the new one and reads the last in one call: number conversions cost
  * Redis about as much as a redis.call, so the usual path converts only its reply. A last
  * value that is not a whole number below 2^53 - 1 (so that it and the next are exact in Lua's
- * doubles) is ignored. The fence's ttl (AF_LEASE_FENCE_TTL_MS) is written here, not passed: one argument
- * less. Measured with callgrind on Redis 7.0: ~10k instructions more per acquire than INCR +
- * PEXPIRE (~55k). */
+ * doubles) is ignored. The fence's ttl (AF_LEASE_FENCE_TTL_MS) is written here, not passed:
+ * one argument less. Measured with callgrind on Redis 7.0: ~10k instructions more per
+ * acquire than INCR + PEXPIRE (~55k). */
 static const char lua_acquire[] =
         "if redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[1]) ~= 0 then\n"
         "  local done = redis.call('GET', KEYS[3])\n"
